@@ -1,0 +1,165 @@
+"""What a submitted call is: where it may run, how it crosses to a child, how chunks run.
+
+Neighbours: ``_executor`` classifies and pickles each call here before handing it to
+``_manager``; ``_child`` runs the chunk helpers below (they are module-level so that a child
+can import them by reference). No I/O happens here.
+
+The routing rule (design.md section 3): asyncio's own work (``asyncio.to_thread``,
+``loop.getaddrinfo``/``getnameinfo``, methods bound to an event loop) always runs on the
+executor's threads in this process; anything else that cannot be pickled follows the
+executor's ``fallback`` setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import pickle
+import socket
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "PickledCall",
+    "describe_callable",
+    "is_asyncio_internal",
+    "is_coroutine_callable",
+    "pickle_call",
+    "run_chunk",
+    "run_chunk_async",
+    "run_coroutine_function",
+]
+
+_ASYNCIO_RESOLVERS = (socket.getaddrinfo, socket.getnameinfo)
+
+
+def is_asyncio_internal(fn: object) -> bool:
+    """True for the callables asyncio itself sends to the default executor."""
+    if fn in _ASYNCIO_RESOLVERS:
+        return True
+    if isinstance(getattr(fn, "__self__", None), asyncio.AbstractEventLoop):
+        return True  # loop methods, e.g. in debug mode loop._getaddrinfo_debug
+    # asyncio.to_thread sends functools.partial(contextvars.copy_context().run, func, ...)
+    return isinstance(fn, functools.partial) and isinstance(
+        getattr(fn.func, "__self__", None), contextvars.Context
+    )
+
+
+def is_coroutine_callable(fn: object) -> bool:
+    """True when calling ``fn`` returns a coroutine to await (async def, partial of one, or an
+    object whose ``__call__`` is async)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if isinstance(fn, type):
+        return False
+    return inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def describe_callable(fn: object) -> str:
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        return repr(fn)
+    return f"{module}.{name}" if module else str(name)
+
+
+class PickledCall:
+    """``(fn, args, kwargs)`` pickled with protocol 5: main bytes plus out-of-band buffers.
+
+    The buffers still point into the caller's objects (no copy) until the manager writes
+    them to the child's pipe.
+    """
+
+    __slots__ = ("body", "buffers")
+
+    def __init__(self, body: bytes, buffers: list[memoryview]) -> None:
+        self.body = body
+        self.buffers = buffers
+
+
+def pickle_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> PickledCall:
+    """Pickle a call for a child; on failure, raise the pickling error with a note that names
+    the object that could not be pickled and says what to do."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        body = pickle.dumps((fn, args, kwargs), protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        from ._errors import add_note
+
+        raise add_note(exc, _explain_pickling_failure(fn, args, kwargs)) from None
+    return PickledCall(body, [b.raw() for b in buffers])
+
+
+def _unpicklable_part(fn: object, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    parts: list[tuple[str, object]] = [("the function", fn)]
+    parts += [(f"positional argument {i}", a) for i, a in enumerate(args)]
+    parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for what, obj in parts:
+        try:
+            pickle.dumps(obj, protocol=5, buffer_callback=lambda _: None)
+        except Exception:
+            return f"{what} ({type(obj).__name__} {_short_repr(obj)})"
+    return "the call"
+
+
+def _short_repr(obj: object) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        return f"<{type(obj).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _explain_pickling_failure(fn: object, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    what = _unpicklable_part(fn, args, kwargs)
+    advice = (
+        "Functions sent to a child must be importable by it: define them at module level, "
+        "not as a lambda or nested function."
+        if what.startswith("the function")
+        else "Arguments sent to a child must be picklable (no locks, sockets, open files, "
+        "generators or lambdas)."
+    )
+    return (
+        f"aioexec: could not pickle {what} of the call to {describe_callable(fn)}, so it "
+        f"cannot be sent to a child process. {advice} Or create the executor with "
+        "fallback='thread' to run such calls in a thread of this process."
+    )
+
+
+def run_coroutine_function(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+) -> Any:
+    """Run a coroutine function that stays in this process (fallback) in its own loop."""
+    loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(fn(*args, **kwargs))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def run_chunk(fn: Callable[..., Any], chunk: Iterable[tuple[Any, ...]]) -> list[Any]:
+    """Run one chunk of ``map(fn, ..., chunksize=n)`` in a child."""
+    return [fn(*args) for args in chunk]
+
+
+async def run_chunk_async(
+    fn: Callable[..., Coroutine[Any, Any, Any]], chunk: Iterable[tuple[Any, ...]]
+) -> list[Any]:
+    """Run one chunk of coroutine calls concurrently in a child; results in input order.
+
+    The first failure (or a cancellation of the chunk) cancels the calls still running, and
+    every call is awaited before this returns, so none outlives its chunk.
+    """
+    tasks = [asyncio.ensure_future(fn(*args)) for args in chunk]
+    try:
+        return [await t for t in tasks]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,155 @@
+"""Errors that reach the user, and how a child's exception crosses the pipe.
+
+Neighbours: ``_child`` calls :func:`dump_exception` for a failed task; ``_manager`` calls
+:func:`load_exception` on the payload it receives. Nothing here does I/O.
+
+A task's exception comes back with its own type and the child's formatted traceback as
+``__cause__`` (a :class:`RemoteTraceback`, as ``ProcessPoolExecutor`` does). When the exception
+cannot be pickled in the child or rebuilt in the parent, the future gets a :class:`RemoteError`
+that carries the type name, message and traceback text instead.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import traceback
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
+from typing import NamedTuple
+
+__all__ = [
+    "BrokenPoolError",
+    "BrokenWorkerError",
+    "RemoteError",
+    "RemoteTraceback",
+    "add_note",
+    "describe_exit",
+    "dump_exception",
+    "load_exception",
+]
+
+
+class BrokenWorkerError(BrokenProcessPool):
+    """The child process running this task died (signal, ``os._exit``, crash).
+
+    Only the tasks that child was running get this error; the executor replaces the child and
+    goes on. The message names the pid and the exit code or signal.
+    """
+
+
+class BrokenPoolError(BrokenProcessPool):
+    """The executor as a whole cannot run work: an initializer failed or no child could start.
+
+    Pending and later work fails with this error; the message carries the cause.
+    """
+
+
+class RemoteTraceback(_RemoteTraceback):
+    """The child's formatted traceback, attached as ``__cause__`` of a task's exception.
+
+    A subclass of the class ``ProcessPoolExecutor`` uses, so code that checks for that one
+    keeps working; ``str()`` is the traceback text, also in ``.tb``.
+    """
+
+
+class RemoteError(Exception):
+    """A task's exception that could not be pickled in the child or rebuilt in the parent."""
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        super().__init__(type_name, message, traceback_text)
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+class _ExceptionPayload(NamedTuple):
+    type_name: str  # e.g. "mymodule.MyError"
+    message: str  # str(exc)
+    traceback_text: str  # formatted in the child, with chained exceptions and notes
+    pickled: bytes | None  # pickle of the exception itself; None when it cannot be pickled
+    why_not_pickled: str  # "" or why pickling the exception failed
+
+
+def add_note(exc: BaseException, note: str) -> BaseException:
+    """``exc.add_note(note)`` on every supported Python (3.10 lacks the method)."""
+    notes = getattr(exc, "__notes__", None)
+    if notes is None:
+        notes = []
+        try:
+            exc.__notes__ = notes
+        except AttributeError:  # an exception type with __slots__ and no __dict__
+            return exc
+    notes.append(note)
+    return exc
+
+
+def _qualified_name(tp: type) -> str:
+    module = tp.__module__
+    return tp.__qualname__ if module == "builtins" else f"{module}.{tp.__qualname__}"
+
+
+def dump_exception(exc: BaseException) -> bytes:
+    """Serialise ``exc`` with its traceback text; never raises for an unpicklable exception."""
+    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    # Frames of the traceback reference every local of the failed task; drop them so that
+    # pickling cannot touch them and memory is freed.
+    exc.__traceback__ = None
+    try:
+        pickled: bytes | None = pickle.dumps(exc, protocol=5)
+        why = ""
+    except Exception as pickling_error:
+        pickled = None
+        why = f"{type(pickling_error).__name__}: {pickling_error}"
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<str() of the {type(exc).__name__} failed>"
+    payload = _ExceptionPayload(_qualified_name(type(exc)), message, tb_text, pickled, why)
+    return pickle.dumps(tuple(payload), protocol=5)
+
+
+def load_exception(data: bytes | memoryview) -> BaseException:
+    """Rebuild an exception from :func:`dump_exception`'s payload (``RemoteError`` if needed)."""
+    payload = _ExceptionPayload(*pickle.loads(data))
+    remote_tb = RemoteTraceback(f'\n"""\n{payload.traceback_text}"""')
+    exc: BaseException
+    if payload.pickled is not None:
+        try:
+            exc = pickle.loads(payload.pickled)
+        except Exception as rebuild_error:
+            exc = RemoteError(payload.type_name, payload.message, payload.traceback_text)
+            add_note(
+                exc,
+                f"aioexec: the {payload.type_name} raised in the child could not be rebuilt "
+                f"in the parent ({type(rebuild_error).__name__}: {rebuild_error}); make the "
+                "exception class importable in the parent and picklable (its __init__ must "
+                "accept the args it passes to super().__init__).",
+            )
+        else:
+            if not isinstance(exc, BaseException):
+                exc = RemoteError(payload.type_name, payload.message, payload.traceback_text)
+    else:
+        exc = RemoteError(payload.type_name, payload.message, payload.traceback_text)
+        add_note(
+            exc,
+            f"aioexec: the {payload.type_name} raised in the child could not be pickled "
+            f"({payload.why_not_pickled}), so its type could not be kept.",
+        )
+    exc.__cause__ = remote_tb
+    return exc
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Words for a child's exit status: 'was killed by SIGKILL', 'exited with code 3'."""
+    if exitcode is None:
+        return "ended with an unknown status"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed by {name}"
+    return f"exited with code {exitcode}"

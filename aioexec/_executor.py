@@ -1,0 +1,331 @@
+"""``AsyncProcessExecutor``: the public front (submit, map, run, amap, shutdown).
+
+Neighbours: calls are classified and pickled by ``_calls`` in the caller's thread, handed to
+the executor's ``_manager`` thread, and come back as ``_future.TaskFuture``; ``_mapping``
+builds ``map``/``amap`` on top of ``submit``.
+
+The executor subclasses ``ThreadPoolExecutor`` because ``loop.set_default_executor`` accepts
+nothing else since Python 3.11. It does not reuse that class's machinery: work that stays in
+this process (asyncio's own calls, and calls that cannot be pickled when ``fallback`` is
+"thread") runs on a private ``ThreadPoolExecutor`` sized as asyncio's default one, so
+``asyncio.to_thread`` keeps its usual concurrency whatever ``max_workers`` is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import sys
+import threading
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Any, Literal, TypeVar, overload
+
+from typing_extensions import ParamSpec, Self, override
+
+from ._calls import is_asyncio_internal, is_coroutine_callable, pickle_call, run_coroutine_function
+from ._child import ChildConfig
+from ._errors import BrokenPoolError
+from ._future import TaskFuture
+from ._manager import Manager, ManagerConfig, WorkItem
+from ._mapping import AsyncMapIterator, check_map_arguments, map_results, prepare_map
+from ._scheduler import SchedulerSpec, make_scheduler
+
+__all__ = ["AsyncProcessExecutor"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_live_managers: weakref.WeakSet[Manager] = weakref.WeakSet()
+_interpreter_exiting = False
+
+
+def _at_interpreter_exit() -> None:
+    """Like ProcessPoolExecutor: let submitted work finish, then stop children and threads."""
+    global _interpreter_exiting
+    _interpreter_exiting = True
+    managers = list(_live_managers)
+    for manager in managers:
+        manager.post("shutdown", False)
+    for manager in managers:
+        manager.thread.join()
+
+
+threading._register_atexit(_at_interpreter_exit)  # type: ignore[attr-defined]
+
+
+def _default_max_workers() -> int:
+    if hasattr(os, "process_cpu_count"):  # 3.13+
+        return os.process_cpu_count() or 1  # type: ignore[no-any-return]
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _default_context() -> BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    method = "forkserver" if sys.platform == "linux" and "forkserver" in methods else "spawn"
+    return multiprocessing.get_context(method)
+
+
+class AsyncProcessExecutor(ThreadPoolExecutor):
+    """A ``concurrent.futures`` executor whose workers are child processes running asyncio.
+
+    Coroutine functions run concurrently inside each child (up to ``child_concurrency`` at
+    once); plain functions run one at a time per child, off the child's event loop.
+    Arguments and results are pickled: submit only functions and data from trusted code.
+    See the README for the full contract.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        child_concurrency: int = 16,
+        scheduler: SchedulerSpec = "least-loaded",
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+        fallback: Literal["thread", "error"] = "thread",
+    ) -> None:
+        # ThreadPoolExecutor.__init__ is deliberately not called: see the module docstring.
+        if max_workers is None:
+            max_workers = _default_max_workers()
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if child_concurrency < 1:
+            raise ValueError("child_concurrency must be >= 1")
+        if fallback not in ("thread", "error"):
+            raise ValueError(f"fallback must be 'thread' or 'error', not {fallback!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        ctx = mp_context if mp_context is not None else _default_context()
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+            if ctx.get_start_method() == "fork":
+                raise ValueError(
+                    "max_tasks_per_child is incompatible with the 'fork' multiprocessing "
+                    "start method; supply a different mp_context."
+                )
+        self._max_workers = max_workers
+        self._mp_context = ctx
+        self._fallback = fallback
+        self._loop_factory = loop_factory
+        self._config = ManagerConfig(
+            ctx=ctx,
+            max_workers=max_workers,
+            child_concurrency=child_concurrency,
+            max_tasks_per_child=max_tasks_per_child,
+            scheduler=make_scheduler(scheduler),
+            child=ChildConfig(initializer, tuple(initargs), loop_factory),
+        )
+        self._lock = threading.Lock()  # makes submit and shutdown atomic with each other
+        self._shut_down = False
+        self._manager: Manager | None = None  # started by the first task for a child
+        self._threads: ThreadPoolExecutor | None = None  # started by the first local call
+
+    # -- submitting -------------------------------------------------------------------------
+
+    @overload  # type: ignore[override]
+    def submit(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Future[T]: ...
+
+    @overload
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in a child (awaited there if it is a coroutine function).
+
+        Returns a ``concurrent.futures.Future``; cancelling it while the coroutine runs
+        cancels the coroutine in the child.
+        """
+        self._check_open()
+        if is_asyncio_internal(fn):
+            return self._submit_local(fn, args, kwargs)
+        try:
+            call = pickle_call(fn, args, kwargs)
+        except Exception as exc:
+            if self._fallback == "thread":
+                return self._submit_local(fn, args, kwargs)
+            failed: Future[Any] = Future()
+            failed.set_exception(exc)
+            return failed
+        is_async = is_coroutine_callable(fn)
+        with self._lock:
+            self._check_open()
+            manager = self._manager or self._start_manager()
+            future: TaskFuture[Any] = TaskFuture(manager.cancel_running if is_async else None)
+            manager.post("submit", WorkItem(future, call, is_async))
+        return future
+
+    def _check_open(self) -> None:
+        manager = self._manager
+        if manager is not None and manager.broken is not None:
+            raise BrokenPoolError(manager.broken)
+        if self._shut_down:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _interpreter_exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    def _start_manager(self) -> Manager:
+        manager = Manager(self._config, name=f"aioexec-manager-{id(self):x}")
+        # When the executor is garbage-collected without shutdown(), finish its work and stop.
+        manager.executor_ref = weakref.ref(self, lambda _: manager.post("shutdown", False))
+        manager.thread.start()
+        _live_managers.add(manager)
+        self._manager = manager
+        return manager
+
+    def _submit_local(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Future[Any]:
+        with self._lock:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(thread_name_prefix="aioexec-local")
+            threads = self._threads
+        if is_coroutine_callable(fn):
+            return threads.submit(run_coroutine_function, fn, args, kwargs, self._loop_factory)
+        return threads.submit(fn, *args, **kwargs)
+
+    @override
+    def map(  # type: ignore[override]
+        self,
+        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[T]:
+        """Like ``Executor.map``: results in input order; ``chunksize`` inputs travel per
+        task; with ``buffersize``, at most that many tasks are submitted ahead of the
+        consumer (Python 3.14's ``Executor.map`` argument)."""
+        check_map_arguments(chunksize, buffersize)
+        submit_one, inputs = prepare_map(self.submit, fn, iterables, chunksize)
+        return map_results(
+            self, submit_one, inputs, timeout=timeout, chunked=chunksize > 1, buffersize=buffersize
+        )
+
+    # -- asyncio-native API ---------------------------------------------------------------
+
+    @overload
+    async def run(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T: ...
+
+    @overload
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``await ex.run(fn, *args)``: submit and await in the caller's loop.
+
+        Cancelling the awaiting task cancels the coroutine in the child.
+        """
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+    def amap(
+        self,
+        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> AsyncIterator[T]:
+        """``async for r in ex.amap(fn, xs)``: results in input order.
+
+        At most ``buffersize`` tasks (default: twice the executor's task slots) run ahead of
+        the consumer; leaving the loop early cancels the rest.
+        """
+        check_map_arguments(chunksize, buffersize)
+        if buffersize is None:
+            buffersize = 2 * self._max_workers * self._config.child_concurrency
+        submit_one, inputs = prepare_map(self.submit, fn, iterables, chunksize)
+        return AsyncMapIterator(submit_one, inputs, chunked=chunksize > 1, buffersize=buffersize)
+
+    # -- shutting down --------------------------------------------------------------------
+
+    @override
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking work; children exit once the submitted work is done.
+
+        ``cancel_futures=True`` cancels the work that has not started. With ``wait=True``,
+        returns when every child has exited and every thread has stopped.
+        """
+        with self._lock:
+            self._shut_down = True
+            manager, threads = self._manager, self._threads
+        if manager is not None:
+            manager.post("shutdown", cancel_futures)
+        if threads is not None:
+            threads.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait and manager is not None and threading.current_thread() is not manager.thread:
+            manager.thread.join()
+
+    def terminate_workers(self) -> None:
+        """Shut down without waiting, cancel queued work and SIGTERM every child.
+
+        For children stuck in blocking code; their running tasks fail with
+        ``BrokenWorkerError``. Python 3.14's ``ProcessPoolExecutor`` has the same method.
+        """
+        self._force_shutdown(kill=False)
+
+    def kill_workers(self) -> None:
+        """Like :meth:`terminate_workers`, with SIGKILL."""
+        self._force_shutdown(kill=True)
+
+    def _force_shutdown(self, kill: bool) -> None:
+        self.shutdown(wait=False, cancel_futures=True)
+        if self._manager is not None:
+            self._manager.post("terminate", kill)
+
+    def __enter__(self) -> Self:
+        return self
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Await the shutdown without blocking the loop.
+
+        Like a task group: leaving the block with an exception (cancellation included)
+        first cancels the executor's outstanding work, running coroutines included.
+        """
+        if exc_type is not None:
+            self._cancel_outstanding()
+        loop = asyncio.get_running_loop()
+        closed = loop.create_future()
+
+        def wait_closed() -> None:
+            self.shutdown(wait=True, cancel_futures=exc_type is not None)
+            loop.call_soon_threadsafe(lambda: closed.done() or closed.set_result(None))
+
+        threading.Thread(target=wait_closed, name="aioexec-shutdown", daemon=True).start()
+        await closed
+
+    def _cancel_outstanding(self) -> None:
+        if self._manager is not None:
+            self._manager.post("cancel_all")
+
+    # -- what ProcessPoolExecutor exposes to its own tests ---------------------------------
+
+    @property
+    def _processes(self) -> dict[int, BaseProcess]:
+        """pid -> process of the live children (a snapshot)."""
+        return dict(self._manager.children_snapshot) if self._manager is not None else {}
+
+    @property
+    def _broken(self) -> str | bool:
+        manager = self._manager
+        return manager.broken if manager is not None and manager.broken else False

@@ -1,0 +1,79 @@
+"""The future ``submit`` returns: a ``concurrent.futures.Future`` that can cancel remote work.
+
+Neighbours: ``_executor`` creates one per task; ``_manager`` moves it to RUNNING when the task
+is sent to a child and completes it from the child's answer.
+
+Cancellation rules (the standard library's, plus one):
+
+* PENDING (still queued in the parent): ``cancel()`` returns True and the future is
+  CANCELLED and its waiters are notified at once; the manager skips it, so it never runs.
+* RUNNING coroutine: ``cancel()`` returns True, the future is CANCELLED at once (waiters
+  wake, callbacks run) and the manager is asked to cancel the task in the child, whose
+  ``finally``/``except CancelledError`` blocks then run. The child's slot is freed when the
+  child confirms; a result racing the cancel is dropped.
+* RUNNING plain function: it cannot be interrupted, so ``cancel()`` returns False.
+* FINISHED: ``cancel()`` returns False.
+
+All state changes happen under the future's own condition, so a cancel racing the manager's
+``set_result`` leaves exactly one outcome: ``set_result`` on a cancelled future raises
+``InvalidStateError``, which the manager ignores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    PENDING,
+    RUNNING,
+)
+from typing import Any, TypeVar
+
+__all__ = ["TaskFuture"]
+
+T = TypeVar("T")
+
+
+class TaskFuture(Future[T]):
+    """A future for one task of an :class:`~aioexec.AsyncProcessExecutor`."""
+
+    def __init__(self, remote_cancel: Callable[[TaskFuture[Any]], None] | None) -> None:
+        super().__init__()
+        # Called (outside the lock) when a RUNNING coroutine task is cancelled; None for
+        # plain functions, whose running calls cannot be interrupted.
+        self._remote_cancel = remote_cancel
+        self.task_id = 0  # set by the manager when it sends the task to a child
+
+    def cancel(self) -> bool:
+        with self._condition:
+            state = self._state
+            if state == PENDING or (state == RUNNING and self._remote_cancel is not None):
+                self._notify_cancelled()
+            elif state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                return True
+            else:
+                return False
+        if state == RUNNING and self._remote_cancel is not None:
+            self._remote_cancel(self)
+        self._invoke_callbacks()
+        return True
+
+    def start_running(self) -> bool:
+        """Move PENDING to RUNNING and return True; False if the future was cancelled."""
+        with self._condition:
+            if self._state == PENDING:
+                self._state = RUNNING
+                return True
+            if self._state == CANCELLED:
+                self._notify_cancelled()
+            return False
+
+    def _notify_cancelled(self) -> None:
+        # Straight to CANCELLED_AND_NOTIFIED: no executor step is left that would notify the
+        # waiters of wait()/as_completed() later, as set_running_or_notify_cancel does.
+        self._state = CANCELLED_AND_NOTIFIED
+        for waiter in self._waiters:
+            waiter.add_cancelled(self)
+        self._condition.notify_all()

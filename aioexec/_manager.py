@@ -1,0 +1,424 @@
+"""The manager thread: the only owner of the children's pipes and of all scheduling state.
+
+Data flow::
+
+    caller threads                      manager thread (this module)              child k
+    submit() -> post(("submit", item))  -> inbox -> queued_async / queued_sync
+               + one wake-up byte          dispatch: scheduler picks a child
+                                           with room -> RUN frame ------------->  runs it
+    future.cancel() -> post("cancel")   -> CANCEL frame ---------------------->  task.cancel()
+                                        <- RESULT / ERROR / CANCELLED frame  <--  one per task
+                                           future completed (thread-safe)
+                                        <- process sentinel: child died: fail its tasks
+
+Callers never touch anything here but :meth:`Manager.post` (a deque append plus, when the
+manager is not already awake, one byte on the wake-up pipe). The manager sleeps in
+``selector.select()`` on: the wake-up pipe, each child's result pipe, each child's process
+sentinel, and a child's task pipe while it is full. Nothing polls and nothing sleeps.
+
+One turn of :meth:`Manager._run`: handle ready descriptors, take the inbox, dispatch queued
+work, flush pipes, and stop once shut down with no work and no children left.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pickle
+import selectors
+import threading
+import weakref
+from collections import deque
+from concurrent.futures import InvalidStateError
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from ._calls import PickledCall
+from ._child import ChildConfig
+from ._errors import (
+    BrokenPoolError,
+    BrokenWorkerError,
+    add_note,
+    describe_exit,
+    load_exception,
+)
+from ._future import TaskFuture
+from ._process import ChildProcess, ChildState
+from ._protocol import Frame, Kind, encode_frame
+from ._scheduler import ChildId, Scheduler
+
+__all__ = ["Manager", "ManagerConfig", "WorkItem"]
+
+_LOGGER = logging.getLogger("aioexec")
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    ctx: BaseContext
+    max_workers: int
+    child_concurrency: int
+    max_tasks_per_child: int | None
+    scheduler: Scheduler
+    child: ChildConfig
+
+
+class WorkItem:
+    """A task queued in the parent: its future and its pickled call."""
+
+    __slots__ = ("call", "future", "is_async")
+
+    def __init__(self, future: TaskFuture[Any], call: PickledCall, is_async: bool) -> None:
+        self.future = future
+        self.call = call
+        self.is_async = is_async
+
+
+class _Wakeup:
+    """A self-pipe that wakes the manager; at most one byte is in flight at a time."""
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._armed = False  # a byte is on its way; later posts need not write another
+        self._lock = threading.Lock()  # keeps notify() from writing to a closed descriptor
+        self._closed = False
+
+    def notify(self) -> None:
+        if self._armed:
+            return
+        with self._lock:
+            if not self._closed:
+                self._armed = True
+                try:
+                    os.write(self._write_fd, b"\0")
+                except BlockingIOError:
+                    pass
+
+    def drain(self) -> None:
+        # Disarm before the caller reads the inbox: a post after this point writes again.
+        self._armed = False
+        try:
+            os.read(self.read_fd, 4096)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            os.close(self._write_fd)
+        os.close(self.read_fd)
+
+
+class Manager:
+    """Runs the manager thread of one executor."""
+
+    def __init__(self, config: ManagerConfig, name: str) -> None:
+        self.config = config
+        # -- shared with caller threads --
+        self._inbox: deque[tuple[str, Any]] = deque()  # ("submit", WorkItem), ("cancel", fut)
+        self._wakeup = _Wakeup()
+        self.broken: str | None = None  # why the executor cannot run work; set once
+        self.children_snapshot: dict[int, BaseProcess] = {}  # pid -> process, replaced whole
+        self.executor_ref: weakref.ref[Any] | None = None  # its callback shuts us down
+        # -- manager thread only --
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wakeup.read_fd, selectors.EVENT_READ, self._on_wakeup)
+        self._queued_async: deque[WorkItem] = deque()
+        self._queued_sync: deque[WorkItem] = deque()
+        self._children: dict[ChildId, ChildProcess] = {}
+        self._running_on: dict[int, ChildProcess] = {}  # task id -> child running it
+        self._next_child_id = 0
+        self._next_task_id = 0
+        self._shutting_down = False
+        self._ever_ready = False  # some child finished start-up (so start-up works at all)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    # -- called from any thread -----------------------------------------------------------
+
+    def post(self, op: str, arg: Any = None) -> None:
+        self._inbox.append((op, arg))
+        self._wakeup.notify()
+
+    def cancel_running(self, future: TaskFuture[Any]) -> None:
+        """The remote-cancel hook of coroutine futures (see ``_future``)."""
+        self.post("cancel", future)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                for key, _ in self._selector.select():
+                    key.data()
+                self._take_inbox()
+                self._dispatch()
+                if self._shutting_down:
+                    self._retire_idle_children()
+                self._flush()
+                if self._shutting_down and not self._children and not self._has_queued():
+                    break
+        except BaseException as exc:
+            _LOGGER.critical("aioexec: the manager thread failed", exc_info=True)
+            self._break(f"the executor's manager thread failed: {exc!r}", exc)
+            for child in list(self._children.values()):
+                child.process.kill()
+                child.process.join()
+                self._forget(child)
+        finally:
+            self._selector.close()
+            self._wakeup.close()
+
+    def _has_queued(self) -> bool:
+        return bool(self._queued_async or self._queued_sync)
+
+    def _retire_idle_children(self) -> None:
+        # Shutting down: a child with nothing to do is told to exit once no work waits.
+        if self._has_queued():
+            return
+        for child in self._children.values():
+            if not child.running and child.state is not ChildState.RETIRING:
+                self._retire(child)
+
+    def _on_wakeup(self) -> None:
+        self._wakeup.drain()
+
+    def _take_inbox(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            op, arg = inbox.popleft()
+            if op == "submit":
+                (self._queued_async if arg.is_async else self._queued_sync).append(arg)
+            elif op == "cancel":
+                self._send_cancel(arg)
+            elif op == "shutdown":
+                self._shutting_down = True
+                if arg:  # cancel_futures
+                    self._cancel_queued()
+            elif op == "cancel_all":
+                self._cancel_queued()
+                for child in self._children.values():
+                    for future in list(child.running.values()):
+                        future.cancel()
+            elif op == "terminate":  # terminate_workers() / kill_workers()
+                for child in self._children.values():
+                    # Process.terminate/kill skip a process already reaped (its pid may be
+                    # reused by then); os.kill would not.
+                    (child.process.kill if arg else child.process.terminate)()
+
+    def _cancel_queued(self) -> None:
+        for queue in (self._queued_async, self._queued_sync):
+            while queue:
+                queue.popleft().future.cancel()
+
+    # -- dispatching ------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if self.broken is not None:
+            self._fail_queued()
+            return
+        for queue, is_async in ((self._queued_async, True), (self._queued_sync, False)):
+            while queue:
+                if queue[0].future.cancelled():
+                    queue.popleft()
+                    continue
+                child = self._child_with_room(is_async)
+                if child is None:
+                    break
+                item = queue.popleft()
+                if item.future.start_running():
+                    self._send_task(child, item)
+
+    def _child_with_room(self, is_async: bool) -> ChildProcess | None:
+        limit = self.config.child_concurrency
+        candidates = []
+        idle = False
+        for child in self._children.values():
+            if child.state is ChildState.RETIRING:
+                continue
+            sync = child.sync_running
+            if (child.in_flight - sync < limit) if is_async else (sync == 0):
+                candidates.append(child)
+                idle = idle or (child.in_flight == 0 if is_async else True)
+        if not idle and len(self._children) < self.config.max_workers:
+            try:
+                candidates.append(self._start_child())
+            except Exception as exc:
+                self._break(f"a child process could not be started: {exc!r}", exc)
+                return None
+        if not candidates:
+            return None
+        return self.config.scheduler.choose(candidates)  # type: ignore[return-value]
+
+    def _start_child(self) -> ChildProcess:
+        config = self.config.child
+        if self.config.ctx.get_start_method() == "fork":
+            fds = [self._wakeup.read_fd] + [fd for c in self._children.values() for fd in c.fds()]
+            config = ChildConfig(config.initializer, config.initargs, config.loop_factory, tuple(fds))
+        child = ChildProcess(ChildId(self._next_child_id), self.config.ctx, config)
+        self._next_child_id += 1
+        self._children[child.child_id] = child
+        self._selector.register(child.read_fd, selectors.EVENT_READ, functools.partial(self._on_readable, child))
+        self._selector.register(child.sentinel, selectors.EVENT_READ, functools.partial(self._on_exit, child))
+        self._publish_children()
+        return child
+
+    def _send_task(self, child: ChildProcess, item: WorkItem) -> None:
+        task_id = self._next_task_id = self._next_task_id + 1
+        item.future.task_id = task_id
+        child.running[task_id] = item.future
+        if not item.is_async:
+            child.sync_running += 1
+        self._running_on[task_id] = child
+        kind = Kind.RUN_ASYNC if item.is_async else Kind.RUN_SYNC
+        child.send(encode_frame(kind, task_id, item.call.body, item.call.buffers))
+        child.tasks_sent += 1
+        limit = self.config.max_tasks_per_child
+        if limit is not None and child.tasks_sent >= limit:
+            self._retire(child)
+
+    def _send_cancel(self, future: TaskFuture[Any]) -> None:
+        child = self._running_on.get(future.task_id)
+        if child is not None:
+            child.send(encode_frame(Kind.CANCEL, future.task_id))
+
+    def _retire(self, child: ChildProcess) -> None:
+        child.state = ChildState.RETIRING
+        child.send(encode_frame(Kind.STOP))
+
+    def _flush(self) -> None:
+        for child in self._children.values():
+            if child.out and not child.write_blocked and not child.flush():
+                child.write_blocked = True
+                self._selector.register(child.write_fd, selectors.EVENT_WRITE, functools.partial(self._on_writable, child))
+
+    def _on_writable(self, child: ChildProcess) -> None:
+        if child.flush():
+            child.write_blocked = False
+            self._selector.unregister(child.write_fd)
+
+    # -- answers from children --------------------------------------------------------------
+
+    def _on_readable(self, child: ChildProcess) -> None:
+        if child.child_id in self._children and not child.read(functools.partial(self._on_frame, child)):
+            # End of file: the child exited; its sentinel finishes the job.
+            self._selector.unregister(child.read_fd)
+
+    def _on_frame(self, child: ChildProcess, frame: Frame) -> None:
+        kind = frame.kind
+        if kind is Kind.READY:
+            self._ever_ready = True
+            if child.state is ChildState.STARTING:
+                child.state = ChildState.READY
+            return
+        if kind is Kind.INIT_FAILED:
+            exc = _outcome(frame, child.pid)[1]
+            self._break(f"the initializer failed in child process {child.pid}: {exc!r}", exc)
+            return
+        future = child.running.pop(frame.task_id)
+        del self._running_on[frame.task_id]
+        if future._remote_cancel is None:
+            child.sync_running -= 1
+        if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
+            future.cancel()
+            return
+        value, error = _outcome(frame, child.pid)
+        try:
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+        except InvalidStateError:
+            pass  # cancelled by the user meanwhile: the answer is dropped
+
+    def _on_exit(self, child: ChildProcess) -> None:
+        # Answers written just before the exit are still in the pipe: take them first.
+        if child.child_id not in self._children:
+            return
+        self._selector.unregister(child.sentinel)
+        child.read(functools.partial(self._on_frame, child), max_reads=None)
+        child.process.join()
+        how = describe_exit(child.process.exitcode)
+        started = child.state is not ChildState.STARTING
+        if not started and not self._ever_ready and self.broken is None:
+            self._break(
+                f"child process {child.pid} {how} before it finished starting. If your main "
+                "module starts the executor at import time, move that code under "
+                "`if __name__ == '__main__':` (the child re-imports the main module); also "
+                "check that the initializer and its arguments can be pickled and imported.",
+                None,
+            )
+        for task_id, future in child.running.items():
+            del self._running_on[task_id]
+            when = "while running this task" if started else "during start-up, before this task ran"
+            future.set_exception(BrokenWorkerError(f"aioexec: child process {child.pid} {how} {when}; the executor goes on with a new child."))
+        child.running.clear()
+        self._forget(child)
+
+    def _forget(self, child: ChildProcess) -> None:
+        for fd in (child.read_fd, child.sentinel, child.write_fd):
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        del self._children[child.child_id]
+        child.close()
+        self._publish_children()
+
+    def _publish_children(self) -> None:
+        self.children_snapshot = {c.pid: c.process for c in self._children.values()}
+
+    # -- breaking ---------------------------------------------------------------------------
+
+    def _break(self, why: str, cause: BaseException | None) -> None:
+        """The executor cannot run work: fail everything and stop the children."""
+        if self.broken is not None:
+            return
+        self.broken = f"aioexec: the executor is broken: {why}"
+        self._shutting_down = True
+        self._fail_queued()
+        for child in self._children.values():
+            for task_id, future in child.running.items():
+                del self._running_on[task_id]
+                _fail(future, self._broken_error(cause))
+            child.running.clear()
+            child.sync_running = 0
+            if child.process.exitcode is None:
+                child.process.terminate()
+
+    def _broken_error(self, cause: BaseException | None) -> BrokenPoolError:
+        error = BrokenPoolError(self.broken)
+        error.__cause__ = cause
+        return error
+
+    def _fail_queued(self) -> None:
+        for queue in (self._queued_async, self._queued_sync):
+            while queue:
+                future = queue.popleft().future
+                if future.start_running():
+                    _fail(future, self._broken_error(None))
+
+
+def _fail(future: TaskFuture[Any], error: BaseException) -> None:
+    try:
+        future.set_exception(error)
+    except InvalidStateError:
+        pass
+
+
+def _outcome(frame: Frame, pid: int) -> tuple[Any, BaseException | None]:
+    """Unpickle a RESULT or an exception payload; a failure to unpickle becomes the error."""
+    try:
+        if frame.kind is Kind.RESULT:
+            return pickle.loads(frame.body, buffers=frame.buffers), None
+        return None, load_exception(frame.body)
+    except BaseException as exc:
+        note = (
+            f"aioexec: the answer of child process {pid} could not be unpickled in the "
+            "parent; the classes of returned objects and exceptions must be importable and "
+            "picklable in this process too."
+        )
+        return None, add_note(exc, note)

@@ -1,0 +1,157 @@
+"""``map`` and ``amap``: results in input order with bounded read-ahead.
+
+Neighbours: ``_executor`` builds these iterators around its own ``submit``; chunks run in a
+child through ``_calls.run_chunk``/``run_chunk_async``.
+
+Both keep at most ``buffersize`` tasks submitted and unconsumed (every one of them when
+``map`` is called without it, as ``Executor.map`` does), so a map over an endless generator
+holds a bounded number of futures. Leaving early (an exception, ``break``, closing or
+dropping the iterator) cancels the tasks still outstanding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from ._calls import is_coroutine_callable, run_chunk, run_chunk_async
+
+__all__ = ["AsyncMapIterator", "check_map_arguments", "map_results", "prepare_map"]
+
+T = TypeVar("T")
+Submit = Callable[..., "Future[Any]"]
+
+
+def check_map_arguments(chunksize: int, buffersize: int | None) -> None:
+    if chunksize < 1:
+        raise ValueError("chunksize must be >= 1.")
+    if buffersize is not None:
+        if not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+
+
+def prepare_map(
+    submit: Submit, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
+) -> tuple[Callable[[tuple[Any, ...]], Future[Any]], Iterator[tuple[Any, ...]]]:
+    """The function that submits one map input (or one chunk of inputs), and the inputs."""
+    inputs: Iterator[tuple[Any, ...]] = zip(*iterables)
+    if chunksize == 1:
+        return (lambda args: submit(fn, *args)), inputs
+    runner = run_chunk_async if is_coroutine_callable(fn) else run_chunk
+    chunks = iter(lambda: tuple(itertools.islice(inputs, chunksize)), ())
+    return (lambda chunk: submit(runner, fn, chunk)), chunks
+
+
+def map_results(
+    owner: object,
+    submit_one: Callable[[tuple[Any, ...]], Future[Any]],
+    inputs: Iterator[tuple[Any, ...]],
+    *,
+    timeout: float | None,
+    chunked: bool,
+    buffersize: int | None,
+) -> Iterator[Any]:
+    """Submit now (all inputs, or the first ``buffersize``); return the result iterator."""
+    end_time = None if timeout is None else timeout + time.monotonic()
+    if buffersize is None:
+        fs = deque(submit_one(args) for args in inputs)
+    else:
+        fs = deque(submit_one(args) for args in itertools.islice(inputs, buffersize))
+    # Only a weak reference: an abandoned iterator must not keep the executor alive.
+    owner_ref = weakref.ref(owner)
+
+    def result_iterator() -> Iterator[Any]:
+        try:
+            while fs:
+                if buffersize is not None and owner_ref() is not None:
+                    args = next(inputs, None)
+                    if args is not None:
+                        fs.append(submit_one(args))
+                remaining = None if end_time is None else end_time - time.monotonic()
+                result = _result_or_cancel(fs.popleft(), remaining)
+                if chunked:
+                    yield from result
+                else:
+                    yield result
+        finally:
+            for future in fs:
+                future.cancel()
+
+    return result_iterator()
+
+
+def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
+    try:
+        return future.result(timeout)
+    finally:
+        future.cancel()  # a no-op unless result() raised (timeout, or our caller went away)
+        del future  # break the reference cycle through future._exception
+
+
+class AsyncMapIterator(AsyncIterator[T]):
+    """``async for r in executor.amap(...)``: results in input order.
+
+    Not an async generator on purpose: dropping it (``break`` out of ``async for``) cancels
+    the outstanding tasks at once through ``__del__``, instead of whenever asyncio gets round
+    to finalizing an abandoned async generator.
+    """
+
+    def __init__(
+        self,
+        submit_one: Callable[[tuple[Any, ...]], Future[Any]],
+        inputs: Iterator[tuple[Any, ...]],
+        *,
+        chunked: bool,
+        buffersize: int,
+    ) -> None:
+        self._submit_one = submit_one
+        self._inputs = inputs
+        self._chunked = chunked
+        self._ready: deque[Any] = deque()  # results of a chunk not yet handed out
+        self._fs: deque[Future[Any]] = deque(
+            submit_one(args) for args in itertools.islice(inputs, buffersize)
+        )
+
+    def __aiter__(self) -> AsyncMapIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._ready:
+            return self._ready.popleft()  # type: ignore[no-any-return]
+        if not self._fs:
+            raise StopAsyncIteration
+        args = next(self._inputs, None)
+        if args is not None:
+            self._fs.append(self._submit_one(args))
+        future = self._fs.popleft()
+        try:
+            result = await asyncio.wrap_future(future)
+        except BaseException:
+            self._cancel_outstanding()
+            raise
+        if not self._chunked:
+            return result  # type: ignore[no-any-return]
+        self._ready.extend(result)
+        return await self.__anext__()
+
+    async def aclose(self) -> None:
+        """Cancel the tasks not consumed yet."""
+        self._cancel_outstanding()
+
+    def _cancel_outstanding(self) -> None:
+        fs = getattr(self, "_fs", ())  # absent if __init__ failed half-way
+        self._fs = deque()
+        self._inputs = iter(())
+        for future in fs:
+            future.cancel()
+
+    def __del__(self) -> None:
+        self._cancel_outstanding()

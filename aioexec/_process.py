@@ -1,0 +1,137 @@
+"""One child's handle in the parent: its process, pipe ends, codec state and tasks in flight.
+
+Neighbours: only ``_manager`` creates and uses these handles (from its own thread); the
+process runs ``_child.main``.
+
+A handle goes STARTING -> READY -> (RETIRING) -> gone. RETIRING means it takes no new work
+(it reached ``max_tasks_per_child`` or the executor shuts down) and was sent STOP. It is gone
+once its process sentinel fires; then the manager fails whatever was still in flight.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from ._child import ChildConfig, main
+from ._future import TaskFuture
+from ._protocol import Chunk, Frame, FrameDecoder, OutBuffer
+from ._scheduler import ChildId
+
+__all__ = ["ChildProcess", "ChildState"]
+
+_F_SETPIPE_SZ = 1031  # Linux fcntl: resize a pipe's kernel buffer
+_PIPE_SIZE = 1024 * 1024
+# Bounded so that one chatty child cannot starve the others or the submit queue.
+_READS_PER_WAKEUP = 8
+
+
+class ChildState(enum.Enum):
+    STARTING = "starting"  # process started, READY not received yet (it may take work)
+    READY = "ready"  # initializer done, taking work
+    RETIRING = "retiring"  # sent STOP: answers what it runs, then exits
+
+
+class ChildProcess:
+    """The parent's end of one child. Not thread-safe: the manager thread owns it."""
+
+    def __init__(self, child_id: ChildId, ctx: BaseContext, config: ChildConfig) -> None:
+        self.child_id = child_id
+        self.state = ChildState.STARTING
+        self.decoder = FrameDecoder()
+        self.out = OutBuffer()
+        # task id -> its future, for every task sent and not yet answered
+        self.running: dict[int, TaskFuture[Any]] = {}
+        self.sync_running = 0  # how many of `running` are plain functions (at most 1)
+        self.tasks_sent = 0  # counts towards max_tasks_per_child
+        self.write_blocked = False  # the pipe was full; the manager waits for writability
+
+        to_child_r, self._to_child_w = ctx.Pipe(duplex=False)
+        self._from_child_r, from_child_w = ctx.Pipe(duplex=False)
+        self.write_fd = self._to_child_w.fileno()
+        self.read_fd = self._from_child_r.fileno()
+        for fd in (self.write_fd, self.read_fd):
+            _grow_pipe(fd)
+        self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
+            target=main,
+            args=(to_child_r, from_child_w, config),
+            name=f"aioexec-child-{child_id}",
+        )
+        try:
+            self.process.start()
+        finally:
+            # The child has its own copies now; ours would hide its death from us (no EOF).
+            to_child_r.close()
+            from_child_w.close()
+        os.set_blocking(self.write_fd, False)
+        os.set_blocking(self.read_fd, False)
+        self.pid: int = self.process.pid  # type: ignore[assignment]
+        self.sentinel: int = self.process.sentinel
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.running)
+
+    def fds(self) -> list[int]:
+        return [self.write_fd, self.read_fd]
+
+    def send(self, pieces: list[Chunk]) -> None:
+        self.out.append(pieces)
+
+    def flush(self) -> bool:
+        """Write what the pipe takes; True when everything queued is written."""
+        try:
+            while self.out:
+                self.out.consume(os.writev(self.write_fd, self.out.pending()))
+        except BlockingIOError:
+            return False
+        except OSError:  # EPIPE: the child died; its sentinel will tell the manager
+            self.out = OutBuffer()
+        return True
+
+    def read(self, on_frame: Callable[[Frame], None], max_reads: int | None = _READS_PER_WAKEUP) -> bool:
+        """Read what is available (at most ``max_reads`` reads, None: until the pipe is empty)
+        and hand each whole frame to ``on_frame``.
+
+        Returns False at end of file (the child closed its end: it exited).
+        """
+        reads = 0
+        while max_reads is None or reads < max_reads:
+            reads += 1
+            target = self.decoder.get_buffer()
+            try:
+                if target is not None:
+                    n = os.readv(self.read_fd, [target])
+                    self.decoder.buffer_updated(n)
+                else:
+                    data = os.read(self.read_fd, _PIPE_SIZE)
+                    n = len(data)
+                    self.decoder.receive_data(data)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if n == 0:
+                return False
+            while isinstance(frame := self.decoder.next_frame(), Frame):
+                on_frame(frame)
+        return True  # more may be waiting: the selector reports the pipe again
+
+    def close(self) -> None:
+        self._to_child_w.close()
+        self._from_child_r.close()
+        self.process.close()
+
+
+def _grow_pipe(fd: int) -> None:
+    # Fewer wake-ups and partial writes for large payloads; Linux only, best effort.
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+    except (ImportError, OSError):
+        pass

@@ -1,0 +1,250 @@
+"""Sans-IO wire protocol between the manager thread and a child: bytes in, frames out.
+
+Neighbours: ``_manager`` (parent side) and ``_child`` (child side) own the pipes and call
+into this module; nothing here touches ``os``, ``threading`` or ``asyncio``.
+
+A frame is a fixed header, a table of out-of-band buffer lengths, the main pickle bytes and
+then the buffers themselves::
+
+    +------+-------+---------+----------+------------------+---------+-----+---------+
+    | kind | nbufs | task id | main len | nbufs x buf len  |  main   | buf | buf ... |
+    |  u8  |  u8   |   u64   |   u64    |    u64 each      |  bytes  |     |         |
+    +------+-------+---------+----------+------------------+---------+-----+---------+
+
+Pickle protocol 5 puts large binary payloads (numpy arrays, ``PickleBuffer``) out of band, so
+they are written straight from the object's memory (``os.writev`` of the pieces returned by
+:func:`encode_frame`) and read into one preallocated ``bytearray`` without another copy
+(:meth:`FrameDecoder.get_buffer`).
+
+Frame kinds and who sends them:
+
+=============  =========  ==============================================================
+kind           direction  meaning
+=============  =========  ==============================================================
+RUN_ASYNC      to child   body = pickled (fn, args, kwargs); run ``fn`` as a coroutine
+RUN_SYNC       to child   body = pickled (fn, args, kwargs); run ``fn`` in a thread
+CANCEL         to child   cancel task ``task id`` if it still runs (no body)
+STOP           to child   take no more work, finish what runs, then exit (no body)
+READY          to parent  the initializer succeeded; the child takes work (no body)
+INIT_FAILED    to parent  body = pickled exception payload of the failed initializer
+RESULT         to parent  body = pickled return value of task ``task id``
+ERROR          to parent  body = pickled exception payload (see ``_errors``)
+CANCELLED      to parent  task ``task id`` ended by cancellation (no body)
+=============  =========  ==============================================================
+
+Every task the parent sends is answered by exactly one of RESULT, ERROR or CANCELLED; that
+answer is what frees the task's slot in the child.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "NEED_DATA",
+    "Frame",
+    "FrameDecoder",
+    "Kind",
+    "OutBuffer",
+    "ProtocolError",
+    "encode_frame",
+]
+
+
+class Kind(enum.IntEnum):
+    RUN_ASYNC = 1
+    RUN_SYNC = 2
+    CANCEL = 3
+    STOP = 4
+    READY = 10
+    INIT_FAILED = 11
+    RESULT = 12
+    ERROR = 13
+    CANCELLED = 14
+
+
+_HEADER: Final = struct.Struct("<BBQQ")  # kind, nbufs, task id, main length
+_BUFLEN: Final = struct.Struct("<Q")
+_KINDS: Final = frozenset(int(k) for k in Kind)
+
+#: Bodies at least this large are read straight into their final buffer.
+DIRECT_READ_THRESHOLD: Final = 256 * 1024
+
+
+class ProtocolError(Exception):
+    """The byte stream does not follow the frame format: a bug, not a user error."""
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by :meth:`FrameDecoder.next_frame` until a whole frame has arrived.
+NEED_DATA: Final = _NeedData()
+
+
+@dataclass(frozen=True)
+class Frame:
+    kind: Kind
+    task_id: int
+    body: memoryview
+    buffers: list[memoryview]
+
+
+Chunk = bytes | bytearray | memoryview
+
+
+def encode_frame(
+    kind: Kind, task_id: int = 0, body: Chunk = b"", buffers: Sequence[Chunk] = ()
+) -> list[Chunk]:
+    """Return the pieces of one frame, ready for ``os.writev`` (no payload is copied)."""
+    lengths = [memoryview(b).nbytes for b in buffers]
+    header = _HEADER.pack(kind, len(lengths), task_id, memoryview(body).nbytes)
+    if lengths:
+        header += b"".join(_BUFLEN.pack(n) for n in lengths)
+    pieces: list[Chunk] = [header]
+    if body:
+        pieces.append(body)
+    pieces.extend(b for b, n in zip(buffers, lengths) if n)
+    return pieces
+
+
+class FrameDecoder:
+    """Incremental frame parser.
+
+    Feed it with :meth:`receive_data` (any chunking) or, for large bodies, by reading into
+    :meth:`get_buffer` and calling :meth:`buffer_updated`; take frames with :meth:`next_frame`
+    until it returns :data:`NEED_DATA`.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()  # unparsed bytes: headers, small bodies, following frames
+        self._pos = 0  # where the unparsed part of _buf starts
+        # The frame whose header is parsed and whose body is still arriving, if any:
+        self._head: tuple[Kind, int, int, list[int]] | None = None  # kind, id, main, buflens
+        self._body: bytearray | None = None  # its preallocated body (large frames only)
+        self._filled = 0  # bytes of _body already received
+
+    def receive_data(self, data: Chunk) -> None:
+        if self._body is not None:
+            room = len(self._body) - self._filled
+            n = min(room, len(data))
+            self._body[self._filled : self._filled + n] = data[:n]
+            self._filled += n
+            data = data[n:]
+        if data:
+            self._buf += data
+
+    def get_buffer(self) -> memoryview | None:
+        """Where to read the rest of a large body directly, or None to use receive_data."""
+        if self._body is None:
+            return None
+        return memoryview(self._body)[self._filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._filled += nbytes
+
+    def next_frame(self) -> Frame | _NeedData:
+        if self._head is None and not self._parse_head():
+            return NEED_DATA
+        assert self._head is not None
+        kind, task_id, main_len, buflens = self._head
+        total = main_len + sum(buflens)
+        if self._body is not None:
+            if self._filled < total:
+                return NEED_DATA
+            body = memoryview(self._body)
+            self._body = None
+        else:
+            if len(self._buf) - self._pos < total:
+                if total >= DIRECT_READ_THRESHOLD:
+                    self._start_direct_body(total)
+                return NEED_DATA
+            body = memoryview(bytes(self._buf[self._pos : self._pos + total]))
+            self._pos += total
+            self._compact()
+        self._head = None
+        main = body[:main_len]
+        buffers = []
+        offset = main_len
+        for n in buflens:
+            buffers.append(body[offset : offset + n])
+            offset += n
+        return Frame(kind, task_id, main, buffers)
+
+    def _parse_head(self) -> bool:
+        avail = len(self._buf) - self._pos
+        if avail < _HEADER.size:
+            return False
+        kind, nbufs, task_id, main_len = _HEADER.unpack_from(self._buf, self._pos)
+        if kind not in _KINDS:
+            raise ProtocolError(f"unknown frame kind {kind} at stream offset {self._pos}")
+        need = _HEADER.size + nbufs * _BUFLEN.size
+        if avail < need:
+            return False
+        start = self._pos + _HEADER.size
+        buflens = [_BUFLEN.unpack_from(self._buf, start + i * _BUFLEN.size)[0] for i in range(nbufs)]
+        self._pos += need
+        self._head = (Kind(kind), task_id, main_len, buflens)
+        return True
+
+    def _start_direct_body(self, total: int) -> None:
+        self._body = bytearray(total)
+        already = self._buf[self._pos :]
+        self._body[: len(already)] = already
+        self._filled = len(already)
+        del self._buf[:]
+        self._pos = 0
+
+    def _compact(self) -> None:
+        # Drop consumed bytes now and then rather than on every frame: deleting the head of a
+        # bytearray moves the tail, which would make many small frames quadratic.
+        if self._pos == len(self._buf):
+            del self._buf[:]
+            self._pos = 0
+        elif self._pos > 65536:
+            del self._buf[: self._pos]
+            self._pos = 0
+
+
+class OutBuffer:
+    """Frames waiting to be written; hands out pieces for one ``writev`` at a time."""
+
+    def __init__(self, max_pieces: int = 1024) -> None:
+        self._pieces: deque[memoryview] = deque()
+        self._max = max_pieces  # stays below the system's IOV_MAX
+        self.nbytes = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._pieces)
+
+    def append(self, pieces: Sequence[Chunk]) -> None:
+        for p in pieces:
+            view = memoryview(p).cast("B")
+            self._pieces.append(view)
+            self.nbytes += view.nbytes
+
+    def pending(self) -> list[memoryview]:
+        """The next pieces to write, in order (at most ``max_pieces``)."""
+        if len(self._pieces) <= self._max:
+            return list(self._pieces)
+        return [self._pieces[i] for i in range(self._max)]
+
+    def consume(self, nbytes: int) -> None:
+        """Forget the first ``nbytes`` bytes, which the caller has written."""
+        self.nbytes -= nbytes
+        pieces = self._pieces
+        while nbytes:
+            head = pieces[0]
+            if head.nbytes <= nbytes:
+                nbytes -= head.nbytes
+                pieces.popleft()
+            else:
+                pieces[0] = head[nbytes:]
+                nbytes = 0
