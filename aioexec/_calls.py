@@ -54,7 +54,7 @@ def is_coroutine_callable(fn: object) -> bool:
         return True
     if isinstance(fn, type):
         return False
-    return inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
 
 
 def describe_callable(fn: object) -> str:
@@ -79,7 +79,9 @@ class PickledCall:
         self.buffers = buffers
 
 
-def pickle_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> PickledCall:
+def pickle_call(
+    fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> PickledCall:
     """Pickle a call for a child; on failure, raise the pickling error with a note that names
     the object that could not be pickled and says what to do."""
     buffers: list[pickle.PickleBuffer] = []

@@ -37,13 +37,13 @@ from typing import Any
 
 from ._calls import describe_callable
 from ._errors import add_note, dump_exception
+from ._pipeio import SCRATCH_SIZE, read_once, write_all
 from ._protocol import Chunk, Frame, FrameDecoder, Kind, OutBuffer, encode_frame
 
 __all__ = ["ORPHAN_GRACE", "ChildConfig", "main"]
 
 #: Seconds an orphaned child gives its cancelled coroutines before it exits anyway.
 ORPHAN_GRACE = 2.0
-_READ_SIZE = 256 * 1024
 _LOGGER = logging.getLogger("concurrent.futures")
 
 
@@ -78,12 +78,11 @@ def main(reader: Connection, writer: Connection, config: ChildConfig) -> None:
         loop.close()
 
 
-def _write_all(fd: int, pieces: list[Chunk]) -> None:
-    """Blocking write, used before the loop serves the pipe."""
+def _write_blocking(fd: int, pieces: list[Chunk]) -> None:
+    """Write a frame while the pipe is still blocking (before the loop serves it)."""
     out = OutBuffer()
     out.append(pieces)
-    while out:
-        out.consume(os.writev(fd, out.pending()))
+    write_all(fd, out)
 
 
 class _Runtime:
@@ -92,6 +91,7 @@ class _Runtime:
         self._in_fd = in_fd
         self._out_fd = out_fd
         self._decoder = FrameDecoder()
+        self._scratch = bytearray(SCRATCH_SIZE)
         self._out = OutBuffer()
         self._flush_scheduled = False
         self._writer_registered = False
@@ -104,7 +104,9 @@ class _Runtime:
 
     # -- start-up -----------------------------------------------------------------------
 
-    def initialize(self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> bool:
+    def initialize(
+        self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]
+    ) -> bool:
         try:
             if initializer is not None:
                 outcome = initializer(*initargs)
@@ -112,9 +114,9 @@ class _Runtime:
                     self._loop.run_until_complete(_await(outcome))
         except BaseException as exc:
             _LOGGER.critical("Exception in initializer:", exc_info=True)
-            _write_all(self._out_fd, encode_frame(Kind.INIT_FAILED, 0, dump_exception(exc)))
+            _write_blocking(self._out_fd, encode_frame(Kind.INIT_FAILED, 0, dump_exception(exc)))
             return False
-        _write_all(self._out_fd, encode_frame(Kind.READY))
+        _write_blocking(self._out_fd, encode_frame(Kind.READY))
         os.set_blocking(self._in_fd, False)
         os.set_blocking(self._out_fd, False)
         return True
@@ -133,15 +135,8 @@ class _Runtime:
     # -- reading ------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        target = self._decoder.get_buffer()
         try:
-            if target is not None:
-                n = os.readv(self._in_fd, [target])
-                self._decoder.buffer_updated(n)
-            else:
-                data = os.read(self._in_fd, _READ_SIZE)
-                n = len(data)
-                self._decoder.receive_data(data)
+            n = read_once(self._in_fd, self._decoder, self._scratch)
         except BlockingIOError:
             return
         except OSError:
@@ -176,17 +171,23 @@ class _Runtime:
             self._send(encode_frame(Kind.ERROR, task_id, dump_exception(exc)))
             return
         if frame.kind is Kind.RUN_ASYNC:
-            task: asyncio.Future[Any] = self._loop.create_task(self._run_coroutine(task_id, fn, args, kwargs))
+            task: asyncio.Future[Any] = self._loop.create_task(
+                self._run_coroutine(task_id, fn, args, kwargs)
+            )
         else:
             if self._sync_pool is None:
                 self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="aioexec-child-sync")
-            task = self._loop.run_in_executor(self._sync_pool, _call_and_pickle, task_id, fn, args, kwargs)
+            task = self._loop.run_in_executor(
+                self._sync_pool, _call_and_pickle, task_id, fn, args, kwargs
+            )
             task.add_done_callback(self._on_sync_done)
         self._tasks[task_id] = task
 
     # -- running ------------------------------------------------------------------------
 
-    async def _run_coroutine(self, task_id: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+    async def _run_coroutine(
+        self, task_id: int, fn: Callable[..., Any], args: Any, kwargs: Any
+    ) -> None:
         try:
             result = await fn(*args, **kwargs)
         except asyncio.CancelledError:
@@ -216,8 +217,7 @@ class _Runtime:
     def _flush(self) -> None:
         self._flush_scheduled = False
         try:
-            while self._out:
-                self._out.consume(os.writev(self._out_fd, self._out.pending()))
+            write_all(self._out_fd, self._out)
         except BlockingIOError:
             if not self._writer_registered:
                 self._writer_registered = True
@@ -286,7 +286,9 @@ def _pickle_result(task_id: int, fn: Callable[..., Any], result: object) -> list
     return encode_frame(Kind.RESULT, task_id, body, [b.raw() for b in buffers])
 
 
-def _call_and_pickle(task_id: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> tuple[int, list[Chunk]]:
+def _call_and_pickle(
+    task_id: int, fn: Callable[..., Any], args: Any, kwargs: Any
+) -> tuple[int, list[Chunk]]:
     """Run a plain function in the worker thread and pickle its outcome there, off the loop."""
     try:
         result = fn(*args, **kwargs)

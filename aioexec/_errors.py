@@ -51,6 +51,9 @@ class RemoteTraceback(_RemoteTraceback):
     keeps working; ``str()`` is the traceback text, also in ``.tb``.
     """
 
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)  # type: ignore[arg-type]  # typeshed has the wrong type
+
 
 class RemoteError(Exception):
     """A task's exception that could not be pickled in the child or rebuilt in the parent."""
@@ -79,7 +82,7 @@ def add_note(exc: BaseException, note: str) -> BaseException:
     if notes is None:
         notes = []
         try:
-            exc.__notes__ = notes
+            setattr(exc, "__notes__", notes)  # noqa: B010 - mypy does not know __notes__ on 3.10
         except AttributeError:  # an exception type with __slots__ and no __dict__
             return exc
     notes.append(note)

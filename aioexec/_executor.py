@@ -59,9 +59,14 @@ def _at_interpreter_exit() -> None:
 threading._register_atexit(_at_interpreter_exit)  # type: ignore[attr-defined]
 
 
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _default_max_workers() -> int:
     if hasattr(os, "process_cpu_count"):  # 3.13+
-        return os.process_cpu_count() or 1  # type: ignore[no-any-return]
+        return os.process_cpu_count() or 1
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -132,11 +137,11 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         self._lock = threading.Lock()  # makes submit and shutdown atomic with each other
         self._shut_down = False
         self._manager: Manager | None = None  # started by the first task for a child
-        self._threads: ThreadPoolExecutor | None = None  # started by the first local call
+        self._local_threads: ThreadPoolExecutor | None = None  # started by the first local call
 
     # -- submitting -------------------------------------------------------------------------
 
-    @overload  # type: ignore[override]
+    @overload
     def submit(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Future[T]: ...
@@ -189,15 +194,15 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
 
     def _submit_local(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Future[Any]:
         with self._lock:
-            if self._threads is None:
-                self._threads = ThreadPoolExecutor(thread_name_prefix="aioexec-local")
-            threads = self._threads
+            if self._local_threads is None:
+                self._local_threads = ThreadPoolExecutor(thread_name_prefix="aioexec-local")
+            threads = self._local_threads
         if is_coroutine_callable(fn):
             return threads.submit(run_coroutine_function, fn, args, kwargs, self._loop_factory)
         return threads.submit(fn, *args, **kwargs)
 
     @override
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., Awaitable[T]] | Callable[..., T],
         *iterables: Iterable[Any],
@@ -260,7 +265,7 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         """
         with self._lock:
             self._shut_down = True
-            manager, threads = self._manager, self._threads
+            manager, threads = self._manager, self._local_threads
         if manager is not None:
             manager.post("shutdown", cancel_futures)
         if threads is not None:
@@ -309,7 +314,7 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
 
         def wait_closed() -> None:
             self.shutdown(wait=True, cancel_futures=exc_type is not None)
-            loop.call_soon_threadsafe(lambda: closed.done() or closed.set_result(None))
+            loop.call_soon_threadsafe(_set_done, closed)
 
         threading.Thread(target=wait_closed, name="aioexec-shutdown", daemon=True).start()
         await closed
@@ -326,6 +331,6 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         return dict(self._manager.children_snapshot) if self._manager is not None else {}
 
     @property
-    def _broken(self) -> str | bool:
+    def _broken(self) -> str | bool:  # type: ignore[override]
         manager = self._manager
         return manager.broken if manager is not None and manager.broken else False

@@ -51,13 +51,11 @@ class TaskFuture(Future[T]):
             state = self._state
             if state == PENDING or (state == RUNNING and self._remote_cancel is not None):
                 self._notify_cancelled()
-            elif state in (CANCELLED, CANCELLED_AND_NOTIFIED):
-                return True
             else:
-                return False
+                return state in (CANCELLED, CANCELLED_AND_NOTIFIED)
         if state == RUNNING and self._remote_cancel is not None:
             self._remote_cancel(self)
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
     def start_running(self) -> bool:

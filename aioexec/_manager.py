@@ -257,12 +257,18 @@ class Manager:
         config = self.config.child
         if self.config.ctx.get_start_method() == "fork":
             fds = [self._wakeup.read_fd] + [fd for c in self._children.values() for fd in c.fds()]
-            config = ChildConfig(config.initializer, config.initargs, config.loop_factory, tuple(fds))
+            config = ChildConfig(
+                config.initializer, config.initargs, config.loop_factory, tuple(fds)
+            )
         child = ChildProcess(ChildId(self._next_child_id), self.config.ctx, config)
         self._next_child_id += 1
         self._children[child.child_id] = child
-        self._selector.register(child.read_fd, selectors.EVENT_READ, functools.partial(self._on_readable, child))
-        self._selector.register(child.sentinel, selectors.EVENT_READ, functools.partial(self._on_exit, child))
+        self._selector.register(
+            child.read_fd, selectors.EVENT_READ, functools.partial(self._on_readable, child)
+        )
+        self._selector.register(
+            child.sentinel, selectors.EVENT_READ, functools.partial(self._on_exit, child)
+        )
         self._publish_children()
         return child
 
@@ -293,7 +299,11 @@ class Manager:
         for child in self._children.values():
             if child.out and not child.write_blocked and not child.flush():
                 child.write_blocked = True
-                self._selector.register(child.write_fd, selectors.EVENT_WRITE, functools.partial(self._on_writable, child))
+                self._selector.register(
+                    child.write_fd,
+                    selectors.EVENT_WRITE,
+                    functools.partial(self._on_writable, child),
+                )
 
     def _on_writable(self, child: ChildProcess) -> None:
         if child.flush():
@@ -303,7 +313,9 @@ class Manager:
     # -- answers from children --------------------------------------------------------------
 
     def _on_readable(self, child: ChildProcess) -> None:
-        if child.child_id in self._children and not child.read(functools.partial(self._on_frame, child)):
+        if child.child_id in self._children and not child.read(
+            functools.partial(self._on_frame, child)
+        ):
             # End of file: the child exited; its sentinel finishes the job.
             self._selector.unregister(child.read_fd)
 
@@ -354,7 +366,12 @@ class Manager:
         for task_id, future in child.running.items():
             del self._running_on[task_id]
             when = "while running this task" if started else "during start-up, before this task ran"
-            future.set_exception(BrokenWorkerError(f"aioexec: child process {child.pid} {how} {when}; the executor goes on with a new child."))
+            future.set_exception(
+                BrokenWorkerError(
+                    f"aioexec: child process {child.pid} {how} {when}; the executor goes on "
+                    "with a new child."
+                )
+            )
         child.running.clear()
         self._forget(child)
 

@@ -42,7 +42,7 @@ def prepare_map(
     submit: Submit, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
 ) -> tuple[Callable[[tuple[Any, ...]], Future[Any]], Iterator[tuple[Any, ...]]]:
     """The function that submits one map input (or one chunk of inputs), and the inputs."""
-    inputs: Iterator[tuple[Any, ...]] = zip(*iterables)
+    inputs: Iterator[tuple[Any, ...]] = zip(*iterables)  # noqa: B905 - map() semantics
     if chunksize == 1:
         return (lambda args: submit(fn, *args)), inputs
     runner = run_chunk_async if is_coroutine_callable(fn) else run_chunk

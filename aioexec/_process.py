@@ -19,6 +19,7 @@ from typing import Any
 
 from ._child import ChildConfig, main
 from ._future import TaskFuture
+from ._pipeio import SCRATCH_SIZE, read_once, write_all
 from ._protocol import Chunk, Frame, FrameDecoder, OutBuffer
 from ._scheduler import ChildId
 
@@ -49,6 +50,7 @@ class ChildProcess:
         self.sync_running = 0  # how many of `running` are plain functions (at most 1)
         self.tasks_sent = 0  # counts towards max_tasks_per_child
         self.write_blocked = False  # the pipe was full; the manager waits for writability
+        self._scratch = bytearray(SCRATCH_SIZE)
 
         to_child_r, self._to_child_w = ctx.Pipe(duplex=False)
         self._from_child_r, from_child_w = ctx.Pipe(duplex=False)
@@ -69,7 +71,7 @@ class ChildProcess:
             from_child_w.close()
         os.set_blocking(self.write_fd, False)
         os.set_blocking(self.read_fd, False)
-        self.pid: int = self.process.pid  # type: ignore[assignment]
+        self.pid: int = self.process.pid
         self.sentinel: int = self.process.sentinel
 
     @property
@@ -85,15 +87,16 @@ class ChildProcess:
     def flush(self) -> bool:
         """Write what the pipe takes; True when everything queued is written."""
         try:
-            while self.out:
-                self.out.consume(os.writev(self.write_fd, self.out.pending()))
+            write_all(self.write_fd, self.out)
         except BlockingIOError:
             return False
         except OSError:  # EPIPE: the child died; its sentinel will tell the manager
             self.out = OutBuffer()
         return True
 
-    def read(self, on_frame: Callable[[Frame], None], max_reads: int | None = _READS_PER_WAKEUP) -> bool:
+    def read(
+        self, on_frame: Callable[[Frame], None], max_reads: int | None = _READS_PER_WAKEUP
+    ) -> bool:
         """Read what is available (at most ``max_reads`` reads, None: until the pipe is empty)
         and hand each whole frame to ``on_frame``.
 
@@ -102,15 +105,8 @@ class ChildProcess:
         reads = 0
         while max_reads is None or reads < max_reads:
             reads += 1
-            target = self.decoder.get_buffer()
             try:
-                if target is not None:
-                    n = os.readv(self.read_fd, [target])
-                    self.decoder.buffer_updated(n)
-                else:
-                    data = os.read(self.read_fd, _PIPE_SIZE)
-                    n = len(data)
-                    self.decoder.receive_data(data)
+                n = read_once(self.read_fd, self.decoder, self._scratch)
             except BlockingIOError:
                 return True
             except OSError:

@@ -111,7 +111,7 @@ def encode_frame(
     pieces: list[Chunk] = [header]
     if body:
         pieces.append(body)
-    pieces.extend(b for b, n in zip(buffers, lengths) if n)
+    pieces.extend(b for b, n in zip(buffers, lengths, strict=True) if n)
     return pieces
 
 
@@ -189,7 +189,9 @@ class FrameDecoder:
         if avail < need:
             return False
         start = self._pos + _HEADER.size
-        buflens = [_BUFLEN.unpack_from(self._buf, start + i * _BUFLEN.size)[0] for i in range(nbufs)]
+        buflens = [
+            _BUFLEN.unpack_from(self._buf, start + i * _BUFLEN.size)[0] for i in range(nbufs)
+        ]
         self._pos += need
         self._head = (Kind(kind), task_id, main_len, buflens)
         return True

@@ -1,0 +1,159 @@
+"""Functions and classes that tests send to child processes (importable by module name)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+
+async def async_double(x: int) -> int:
+    return 2 * x
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+async def async_pid() -> int:
+    return os.getpid()
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+async def async_sleep(seconds: float, value: object = None) -> object:
+    await asyncio.sleep(seconds)
+    return value
+
+
+def sleep(seconds: float, value: object = None) -> object:
+    time.sleep(seconds)
+    return value
+
+
+# --- running calls, map, payloads, errors, initializers (core acceptance tests) -------------
+
+
+async def async_call_record(*args: object, **kwargs: object) -> tuple[int, tuple, dict]:
+    """Return (child pid, args, kwargs) as the child saw them, from a coroutine."""
+    await asyncio.sleep(0)
+    return os.getpid(), args, kwargs
+
+
+def call_record(*args: object, **kwargs: object) -> tuple[int, tuple, dict]:
+    """Return (child pid, args, kwargs) as the child saw them, from a plain function."""
+    return os.getpid(), args, kwargs
+
+
+async def async_running_loop_module() -> str:
+    """The module of the child's running event loop class ("asyncio...." or "uvloop")."""
+    return type(asyncio.get_running_loop()).__module__
+
+
+def deterministic_bytes(nbytes: int, seed: int) -> bytes:
+    """``nbytes`` pseudo-random bytes, the same in every process for the same seed."""
+    import random
+
+    return random.Random(seed).randbytes(nbytes)
+
+
+def sha256_hexdigest(data: bytes) -> str:
+    """The SHA-256 of ``data``, computed where this runs (the child)."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def raise_value_error(message: str) -> None:
+    raise ValueError(message)  # raise_value_error's raising line
+
+
+async def async_raise_value_error(message: str) -> None:
+    await asyncio.sleep(0)
+    raise ValueError(message)  # async_raise_value_error's raising line
+
+
+class TwoArgumentError(Exception):
+    """Passes one of its two arguments to super(): pickles, but cannot be rebuilt."""
+
+    def __init__(self, first: str, second: str) -> None:
+        super().__init__(first)
+        self.second = second
+
+
+def raise_two_argument_error() -> None:
+    raise TwoArgumentError("first argument", "second argument")
+
+
+class LockHoldingError(Exception):
+    """Holds a lock in its __dict__, so that it cannot be pickled."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        import threading
+
+        self.lock = threading.Lock()
+
+
+async def async_raise_lock_holding_error() -> None:
+    raise LockHoldingError("an error holding a lock")
+
+
+def return_lock() -> object:
+    """Return an unpicklable object (a lock)."""
+    import threading
+
+    return threading.Lock()
+
+
+def return_child_only_instance() -> object:
+    """Return an instance of a class that exists only in the child (so the parent cannot
+    unpickle it): the class is attached to this module in the child process only."""
+    import sys
+
+    module = sys.modules[__name__]
+    cls = getattr(module, "ChildOnlyResultClass", None)
+    if cls is None:
+        cls = type("ChildOnlyResultClass", (), {"__module__": __name__})
+        module.ChildOnlyResultClass = cls  # type: ignore[attr-defined]
+    return cls()
+
+
+_init_value: object = None
+
+
+def set_init_value(value: object) -> None:
+    """Sync initializer: record ``value`` in this child's globals."""
+    global _init_value
+    _init_value = value
+
+
+async def async_set_init_value(value: object) -> None:
+    """Async initializer: record ``value`` in this child's globals after awaiting."""
+    global _init_value
+    await asyncio.sleep(0)
+    _init_value = value
+
+
+async def async_read_init_value(hold: float = 0.0) -> tuple[int, object]:
+    """(child pid, what the initializer recorded); holds the child busy for ``hold`` s."""
+    await asyncio.sleep(hold)
+    return os.getpid(), _init_value
+
+
+def record_pid_then_fail(path: str) -> None:
+    """Initializer: append this child's pid to ``path``, then fail."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    raise ValueError("initializer exploded on purpose")
+
+
+async def async_sleep_then_block_when_cancelled(seconds: float) -> None:
+    """Sleep; if cancelled, block the child's event loop (so it never confirms the cancel)."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        time.sleep(seconds)
+        raise
