@@ -21,8 +21,11 @@ import socket
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
+from ._errors import add_note
+
 __all__ = [
     "PickledCall",
+    "cloudpickle_call",
     "describe_callable",
     "is_asyncio_internal",
     "is_coroutine_callable",
@@ -88,19 +91,35 @@ def pickle_call(
     try:
         body = pickle.dumps((fn, args, kwargs), protocol=5, buffer_callback=buffers.append)
     except Exception as exc:
-        from ._errors import add_note
-
         raise add_note(exc, _explain_pickling_failure(fn, args, kwargs)) from None
     return PickledCall(body, [b.raw() for b in buffers])
 
 
-def _unpicklable_part(fn: object, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+def cloudpickle_call(
+    fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> PickledCall:
+    """Pickle a call with cloudpickle, which sends lambdas, nested functions and functions of
+    ``__main__`` by value (``fallback="cloudpickle"``). The child unpickles it with the
+    standard ``pickle``; it needs cloudpickle installed too."""
+    import cloudpickle  # an optional extra: imported only when this fallback is used
+
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        body = cloudpickle.dumps((fn, args, kwargs), protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise add_note(exc, _explain_pickling_failure(fn, args, kwargs, cloudpickle)) from None
+    return PickledCall(body, [b.raw() for b in buffers])
+
+
+def _unpicklable_part(
+    fn: object, args: Sequence[Any], kwargs: Mapping[str, Any], pickler: Any
+) -> str:
     parts: list[tuple[str, object]] = [("the function", fn)]
     parts += [(f"positional argument {i}", a) for i, a in enumerate(args)]
     parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
     for what, obj in parts:
         try:
-            pickle.dumps(obj, protocol=5, buffer_callback=lambda _: None)
+            pickler.dumps(obj, protocol=5, buffer_callback=lambda _: None)
         except Exception:
             return f"{what} ({type(obj).__name__} {_short_repr(obj)})"
     return "the call"
@@ -114,8 +133,10 @@ def _short_repr(obj: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _explain_pickling_failure(fn: object, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
-    what = _unpicklable_part(fn, args, kwargs)
+def _explain_pickling_failure(
+    fn: object, args: Sequence[Any], kwargs: Mapping[str, Any], pickler: Any = pickle
+) -> str:
+    what = _unpicklable_part(fn, args, kwargs, pickler)
     advice = (
         "Functions sent to a child must be importable by it: define them at module level, "
         "not as a lambda or nested function."
@@ -126,7 +147,8 @@ def _explain_pickling_failure(fn: object, args: Sequence[Any], kwargs: Mapping[s
     return (
         f"aioexec: could not pickle {what} of the call to {describe_callable(fn)}, so it "
         f"cannot be sent to a child process. {advice} Or create the executor with "
-        "fallback='thread' to run such calls in a thread of this process."
+        "fallback='thread' to run such calls in a thread of this process"
+        + ("." if pickler is pickle else "; cloudpickle could not send it either.")
     )
 
 

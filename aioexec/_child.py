@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ._calls import describe_callable
-from ._errors import add_note, dump_exception
+from ._errors import dump_exception
 from ._pipeio import SCRATCH_SIZE, read_once, write_all
 from ._protocol import Chunk, Frame, FrameDecoder, Kind, OutBuffer, encode_frame
 
@@ -167,8 +167,8 @@ class _Runtime:
             fn, args, kwargs = pickle.loads(frame.body, buffers=frame.buffers)
         except Exception as exc:
             # SystemExit and other BaseExceptions end the child, as in ProcessPoolExecutor.
-            add_note(exc, _unpickling_advice(exc))
-            self._send(encode_frame(Kind.ERROR, task_id, dump_exception(exc)))
+            payload = dump_exception(exc, _unpickling_advice(exc))
+            self._send(encode_frame(Kind.ERROR, task_id, payload))
             return
         if frame.kind is Kind.RUN_ASYNC:
             task: asyncio.Future[Any] = self._loop.create_task(
@@ -276,13 +276,12 @@ def _pickle_result(task_id: int, fn: Callable[..., Any], result: object) -> list
     try:
         body = pickle.dumps(result, protocol=5, buffer_callback=buffers.append)
     except BaseException as exc:
-        add_note(
-            exc,
+        note = (
             f"aioexec: the result of {describe_callable(fn)} ({type(result).__name__}) could "
             "not be pickled in the child to send it back; return picklable values "
-            "(no locks, sockets, open files, generators or lambdas).",
+            "(no locks, sockets, open files, generators or lambdas)."
         )
-        return encode_frame(Kind.ERROR, task_id, dump_exception(exc))
+        return encode_frame(Kind.ERROR, task_id, dump_exception(exc, note))
     return encode_frame(Kind.RESULT, task_id, body, [b.raw() for b in buffers])
 
 

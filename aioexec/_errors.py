@@ -94,9 +94,15 @@ def _qualified_name(tp: type) -> str:
     return tp.__qualname__ if module == "builtins" else f"{module}.{tp.__qualname__}"
 
 
-def dump_exception(exc: BaseException) -> bytes:
-    """Serialise ``exc`` with its traceback text; never raises for an unpicklable exception."""
+def dump_exception(exc: BaseException, note: str = "") -> bytes:
+    """Serialise ``exc`` with its traceback text; never raises for an unpicklable exception.
+
+    ``note`` is added to the exception after its traceback is formatted, so that the user
+    reads it once, on the exception, rather than twice.
+    """
     tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if note:
+        add_note(exc, note)
     # Frames of the traceback reference every local of the failed task; drop them so that
     # pickling cannot touch them and memory is freed.
     exc.__traceback__ = None

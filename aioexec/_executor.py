@@ -14,8 +14,10 @@ this process (asyncio's own calls, and calls that cannot be pickled when ``fallb
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 import weakref
@@ -28,7 +30,13 @@ from typing import Any, Literal, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self, override
 
-from ._calls import is_asyncio_internal, is_coroutine_callable, pickle_call, run_coroutine_function
+from ._calls import (
+    cloudpickle_call,
+    is_asyncio_internal,
+    is_coroutine_callable,
+    pickle_call,
+    run_coroutine_function,
+)
 from ._child import ChildConfig
 from ._errors import BrokenPoolError
 from ._future import TaskFuture
@@ -57,6 +65,10 @@ def _at_interpreter_exit() -> None:
 
 
 threading._register_atexit(_at_interpreter_exit)  # type: ignore[attr-defined]
+
+
+def _defined_in_main(fn: object) -> bool:
+    return getattr(fn, "__module__", None) == "__main__"
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
@@ -98,7 +110,7 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         child_concurrency: int = 16,
         scheduler: SchedulerSpec = "least-loaded",
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-        fallback: Literal["thread", "error"] = "thread",
+        fallback: Literal["thread", "error", "cloudpickle"] = "thread",
     ) -> None:
         # ThreadPoolExecutor.__init__ is deliberately not called: see the module docstring.
         if max_workers is None:
@@ -107,8 +119,15 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
             raise ValueError("max_workers must be greater than 0")
         if child_concurrency < 1:
             raise ValueError("child_concurrency must be >= 1")
-        if fallback not in ("thread", "error"):
-            raise ValueError(f"fallback must be 'thread' or 'error', not {fallback!r}")
+        if fallback not in ("thread", "error", "cloudpickle"):
+            raise ValueError(
+                f"fallback must be 'thread', 'error' or 'cloudpickle', not {fallback!r}"
+            )
+        if fallback == "cloudpickle" and importlib.util.find_spec("cloudpickle") is None:
+            raise ValueError(
+                "fallback='cloudpickle' needs the cloudpickle package: "
+                "pip install 'aioexec-pool[cloudpickle]'"
+            )
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         ctx = mp_context if mp_context is not None else _default_context()
@@ -159,10 +178,19 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         if is_asyncio_internal(fn):
             return self._submit_local(fn, args, kwargs)
         try:
-            call = pickle_call(fn, args, kwargs)
+            try:
+                if self._fallback == "cloudpickle" and _defined_in_main(fn):
+                    # A child re-imports __main__ without running its guarded block, so
+                    # functions defined there may be missing: send them by value.
+                    raise pickle.PicklingError("a function of __main__")
+                call = pickle_call(fn, args, kwargs)
+            except Exception:
+                if self._fallback == "thread":
+                    return self._submit_local(fn, args, kwargs)
+                if self._fallback != "cloudpickle":
+                    raise
+                call = cloudpickle_call(fn, args, kwargs)
         except Exception as exc:
-            if self._fallback == "thread":
-                return self._submit_local(fn, args, kwargs)
             failed: Future[Any] = Future()
             failed.set_exception(exc)
             return failed
@@ -214,9 +242,9 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         task; with ``buffersize``, at most that many tasks are submitted ahead of the
         consumer (Python 3.14's ``Executor.map`` argument)."""
         check_map_arguments(chunksize, buffersize)
-        submit_one, inputs = prepare_map(self.submit, fn, iterables, chunksize)
+        call_for, inputs = prepare_map(fn, iterables, chunksize)
         return map_results(
-            self, submit_one, inputs, timeout=timeout, chunked=chunksize > 1, buffersize=buffersize
+            self, call_for, inputs, timeout=timeout, chunked=chunksize > 1, buffersize=buffersize
         )
 
     # -- asyncio-native API ---------------------------------------------------------------
@@ -251,8 +279,10 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         check_map_arguments(chunksize, buffersize)
         if buffersize is None:
             buffersize = 2 * self._max_workers * self._config.child_concurrency
-        submit_one, inputs = prepare_map(self.submit, fn, iterables, chunksize)
-        return AsyncMapIterator(submit_one, inputs, chunked=chunksize > 1, buffersize=buffersize)
+        call_for, inputs = prepare_map(fn, iterables, chunksize)
+        return AsyncMapIterator(
+            self, call_for, inputs, chunked=chunksize > 1, buffersize=buffersize
+        )
 
     # -- shutting down --------------------------------------------------------------------
 

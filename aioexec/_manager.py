@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import pickle
 import selectors
 import threading
@@ -46,6 +45,7 @@ from ._errors import (
     load_exception,
 )
 from ._future import TaskFuture
+from ._pipeio import Wakeup
 from ._process import ChildProcess, ChildState
 from ._protocol import Frame, Kind, encode_frame
 from ._scheduler import ChildId, Scheduler
@@ -76,43 +76,6 @@ class WorkItem:
         self.is_async = is_async
 
 
-class _Wakeup:
-    """A self-pipe that wakes the manager; at most one byte is in flight at a time."""
-
-    def __init__(self) -> None:
-        self.read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        os.set_blocking(self._write_fd, False)
-        self._armed = False  # a byte is on its way; later posts need not write another
-        self._lock = threading.Lock()  # keeps notify() from writing to a closed descriptor
-        self._closed = False
-
-    def notify(self) -> None:
-        if self._armed:
-            return
-        with self._lock:
-            if not self._closed:
-                self._armed = True
-                try:
-                    os.write(self._write_fd, b"\0")
-                except BlockingIOError:
-                    pass
-
-    def drain(self) -> None:
-        # Disarm before the caller reads the inbox: a post after this point writes again.
-        self._armed = False
-        try:
-            os.read(self.read_fd, 4096)
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            os.close(self._write_fd)
-        os.close(self.read_fd)
-
-
 class Manager:
     """Runs the manager thread of one executor."""
 
@@ -120,10 +83,11 @@ class Manager:
         self.config = config
         # -- shared with caller threads --
         self._inbox: deque[tuple[str, Any]] = deque()  # ("submit", WorkItem), ("cancel", fut)
-        self._wakeup = _Wakeup()
+        self._wakeup = Wakeup()
         self.broken: str | None = None  # why the executor cannot run work; set once
         self.children_snapshot: dict[int, BaseProcess] = {}  # pid -> process, replaced whole
         self.executor_ref: weakref.ref[Any] | None = None  # its callback shuts us down
+        self._exited = False  # the thread has ended; later posts are rejected at once
         # -- manager thread only --
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup.read_fd, selectors.EVENT_READ, self._on_wakeup)
@@ -142,6 +106,8 @@ class Manager:
     def post(self, op: str, arg: Any = None) -> None:
         self._inbox.append((op, arg))
         self._wakeup.notify()
+        if self._exited:
+            self._reject_inbox()
 
     def cancel_running(self, future: TaskFuture[Any]) -> None:
         """The remote-cancel hook of coroutine futures (see ``_future``)."""
@@ -163,14 +129,33 @@ class Manager:
                     break
         except BaseException as exc:
             _LOGGER.critical("aioexec: the manager thread failed", exc_info=True)
-            self._break(f"the executor's manager thread failed: {exc!r}", exc)
-            for child in list(self._children.values()):
-                child.process.kill()
-                child.process.join()
-                self._forget(child)
+            self._crash(exc)
         finally:
             self._selector.close()
             self._wakeup.close()
+            self._exited = True
+            self._reject_inbox()
+
+    def _crash(self, exc: BaseException) -> None:
+        """Last resort after a bug in this thread: fail every future, kill every child."""
+        if self.broken is None:
+            self.broken = f"aioexec: the executor is broken: its manager thread failed: {exc!r}"
+        futures = [f for c in self._children.values() for f in c.running.values()]
+        futures += [item.future for q in (self._queued_async, self._queued_sync) for item in q]
+        for future in futures:
+            future.start_running()
+            _fail(future, self._broken_error(exc))
+        for child in self._children.values():
+            child.process.kill()
+            child.process.join()
+            child.close()
+
+    def _reject_inbox(self) -> None:
+        # Submissions that raced the end of this thread fail instead of waiting forever.
+        while self._inbox:
+            op, arg = self._inbox.popleft()
+            if op == "submit" and arg.future.start_running():
+                _fail(arg.future, self._broken_error(None))
 
     def _has_queued(self) -> bool:
         return bool(self._queued_async or self._queued_sync)
@@ -330,10 +315,7 @@ class Manager:
             exc = _outcome(frame, child.pid)[1]
             self._break(f"the initializer failed in child process {child.pid}: {exc!r}", exc)
             return
-        future = child.running.pop(frame.task_id)
-        del self._running_on[frame.task_id]
-        if future._remote_cancel is None:
-            child.sync_running -= 1
+        future = self._take_running(child, frame.task_id)
         if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
             future.cancel()
             return
@@ -363,17 +345,22 @@ class Manager:
                 "check that the initializer and its arguments can be pickled and imported.",
                 None,
             )
-        for task_id, future in child.running.items():
-            del self._running_on[task_id]
-            when = "while running this task" if started else "during start-up, before this task ran"
-            future.set_exception(
-                BrokenWorkerError(
-                    f"aioexec: child process {child.pid} {how} {when}; the executor goes on "
-                    "with a new child."
-                )
+        when = "while running this task" if started else "during start-up, before this task ran"
+        for task_id in list(child.running):
+            error = BrokenWorkerError(
+                f"aioexec: child process {child.pid} {how} {when}; the executor goes on with "
+                "a new child."
             )
-        child.running.clear()
+            _fail(self._take_running(child, task_id), error)
         self._forget(child)
+
+    def _take_running(self, child: ChildProcess, task_id: int) -> TaskFuture[Any]:
+        """Forget a task that was answered or lost; return its future."""
+        future = child.running.pop(task_id)
+        del self._running_on[task_id]
+        if future._remote_cancel is None:
+            child.sync_running -= 1
+        return future
 
     def _forget(self, child: ChildProcess) -> None:
         for fd in (child.read_fd, child.sentinel, child.write_fd):
@@ -398,11 +385,8 @@ class Manager:
         self._shutting_down = True
         self._fail_queued()
         for child in self._children.values():
-            for task_id, future in child.running.items():
-                del self._running_on[task_id]
-                _fail(future, self._broken_error(cause))
-            child.running.clear()
-            child.sync_running = 0
+            for task_id in list(child.running):
+                _fail(self._take_running(child, task_id), self._broken_error(cause))
             if child.process.exitcode is None:
                 child.process.terminate()
 

@@ -17,7 +17,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from ._calls import is_coroutine_callable, run_chunk, run_chunk_async
@@ -25,7 +25,6 @@ from ._calls import is_coroutine_callable, run_chunk, run_chunk_async
 __all__ = ["AsyncMapIterator", "check_map_arguments", "map_results", "prepare_map"]
 
 T = TypeVar("T")
-Submit = Callable[..., "Future[Any]"]
 
 
 def check_map_arguments(chunksize: int, buffersize: int | None) -> None:
@@ -39,20 +38,20 @@ def check_map_arguments(chunksize: int, buffersize: int | None) -> None:
 
 
 def prepare_map(
-    submit: Submit, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
-) -> tuple[Callable[[tuple[Any, ...]], Future[Any]], Iterator[tuple[Any, ...]]]:
-    """The function that submits one map input (or one chunk of inputs), and the inputs."""
+    fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
+) -> tuple[Callable[[tuple[Any, ...]], tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
+    """The inputs (single calls or chunks), and how one input becomes ``submit``'s arguments."""
     inputs: Iterator[tuple[Any, ...]] = zip(*iterables)  # noqa: B905 - map() semantics
     if chunksize == 1:
-        return (lambda args: submit(fn, *args)), inputs
+        return (lambda args: (fn, *args)), inputs
     runner = run_chunk_async if is_coroutine_callable(fn) else run_chunk
     chunks = iter(lambda: tuple(itertools.islice(inputs, chunksize)), ())
-    return (lambda chunk: submit(runner, fn, chunk)), chunks
+    return (lambda chunk: (runner, fn, chunk)), chunks
 
 
 def map_results(
-    owner: object,
-    submit_one: Callable[[tuple[Any, ...]], Future[Any]],
+    executor: Executor,
+    call_for: Callable[[tuple[Any, ...]], tuple[Any, ...]],
     inputs: Iterator[tuple[Any, ...]],
     *,
     timeout: float | None,
@@ -61,20 +60,21 @@ def map_results(
 ) -> Iterator[Any]:
     """Submit now (all inputs, or the first ``buffersize``); return the result iterator."""
     end_time = None if timeout is None else timeout + time.monotonic()
-    if buffersize is None:
-        fs = deque(submit_one(args) for args in inputs)
-    else:
-        fs = deque(submit_one(args) for args in itertools.islice(inputs, buffersize))
-    # Only a weak reference: an abandoned iterator must not keep the executor alive.
-    owner_ref = weakref.ref(owner)
+    ahead = inputs if buffersize is None else itertools.islice(inputs, buffersize)
+    fs = deque(executor.submit(*call_for(args)) for args in ahead)
+    # Only a weak reference: an abandoned iterator must not keep the executor alive. Once
+    # the executor is gone, the iterator yields what was submitted and submits no more.
+    executor_ref = weakref.ref(executor)
+    del executor
 
     def result_iterator() -> Iterator[Any]:
         try:
             while fs:
-                if buffersize is not None and owner_ref() is not None:
+                if buffersize is not None and (executor := executor_ref()) is not None:
                     args = next(inputs, None)
                     if args is not None:
-                        fs.append(submit_one(args))
+                        fs.append(executor.submit(*call_for(args)))
+                    del executor
                 remaining = None if end_time is None else end_time - time.monotonic()
                 result = _result_or_cancel(fs.popleft(), remaining)
                 if chunked:
@@ -106,19 +106,24 @@ class AsyncMapIterator(AsyncIterator[T]):
 
     def __init__(
         self,
-        submit_one: Callable[[tuple[Any, ...]], Future[Any]],
+        executor: Executor,
+        call_for: Callable[[tuple[Any, ...]], tuple[Any, ...]],
         inputs: Iterator[tuple[Any, ...]],
         *,
         chunked: bool,
         buffersize: int,
     ) -> None:
-        self._submit_one = submit_one
+        self._executor = executor  # strong: the iterator keeps its executor alive
+        self._call_for = call_for
         self._inputs = inputs
         self._chunked = chunked
         self._ready: deque[Any] = deque()  # results of a chunk not yet handed out
         self._fs: deque[Future[Any]] = deque(
-            submit_one(args) for args in itertools.islice(inputs, buffersize)
+            self._submit(args) for args in itertools.islice(inputs, buffersize)
         )
+
+    def _submit(self, args: tuple[Any, ...]) -> Future[Any]:
+        return self._executor.submit(*self._call_for(args))
 
     def __aiter__(self) -> AsyncMapIterator[T]:
         return self
@@ -130,7 +135,7 @@ class AsyncMapIterator(AsyncIterator[T]):
             raise StopAsyncIteration
         args = next(self._inputs, None)
         if args is not None:
-            self._fs.append(self._submit_one(args))
+            self._fs.append(self._submit(args))
         future = self._fs.popleft()
         try:
             result = await asyncio.wrap_future(future)

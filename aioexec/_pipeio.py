@@ -1,17 +1,18 @@
 """Non-blocking pipe I/O shared by both ends of a child's pipes.
 
 Neighbours: ``_process`` (the parent's end, driven by the manager's selector) and ``_child``
-(the child's end, driven by its event loop) call these two functions; framing itself is
-``_protocol``'s.
+(the child's end, driven by its event loop) call :func:`read_once` and :func:`write_all`;
+``_manager`` wakes up through a :class:`Wakeup`. Framing itself is ``_protocol``'s.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 
 from ._protocol import FrameDecoder, OutBuffer
 
-__all__ = ["SCRATCH_SIZE", "read_once", "write_all"]
+__all__ = ["SCRATCH_SIZE", "Wakeup", "read_once", "write_all"]
 
 #: Size of the reusable buffer small reads go through (a fresh ``os.read(fd, n)`` would
 #: allocate and shrink an n-byte object on every call).
@@ -38,3 +39,41 @@ def write_all(fd: int, out: OutBuffer) -> None:
     (what was written is consumed from ``out`` either way)."""
     while out:
         out.consume(os.writev(fd, out.pending()))
+
+
+class Wakeup:
+    """A self-pipe that wakes the manager's selector from other threads; at most one byte is
+    in flight at a time, so a burst of submissions costs one write."""
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._armed = False  # a byte is on its way; later posts need not write another
+        self._lock = threading.Lock()  # keeps notify() from writing to a closed descriptor
+        self._closed = False
+
+    def notify(self) -> None:
+        if self._armed:
+            return
+        with self._lock:
+            if not self._closed:
+                self._armed = True
+                try:
+                    os.write(self._write_fd, b"\0")
+                except BlockingIOError:
+                    pass
+
+    def drain(self) -> None:
+        # Disarm before the caller reads the inbox: a post after this point writes again.
+        self._armed = False
+        try:
+            os.read(self.read_fd, 4096)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            os.close(self._write_fd)
+        os.close(self.read_fd)
