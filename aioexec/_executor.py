@@ -229,15 +229,35 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
             return threads.submit(run_coroutine_function, fn, args, kwargs, self._loop_factory)
         return threads.submit(fn, *args, **kwargs)
 
-    @override
+    @overload
     def map(
         self,
-        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        fn: Callable[..., Awaitable[T]],
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
         buffersize: int | None = None,
-    ) -> Iterator[T]:
+    ) -> Iterator[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[T]: ...
+
+    @override
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[Any]:
         """Like ``Executor.map``: results in input order; ``chunksize`` inputs travel per
         task; with ``buffersize``, at most that many tasks are submitted ahead of the
         consumer (Python 3.14's ``Executor.map`` argument)."""
@@ -264,13 +284,31 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         """
         return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
+    @overload
     def amap(
         self,
-        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        fn: Callable[..., Awaitable[T]],
         *iterables: Iterable[Any],
         chunksize: int = 1,
         buffersize: int | None = None,
-    ) -> AsyncIterator[T]:
+    ) -> AsyncIterator[T]: ...
+
+    @overload
+    def amap(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> AsyncIterator[T]: ...
+
+    def amap(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> AsyncIterator[Any]:
         """``async for r in ex.amap(fn, xs)``: results in input order.
 
         At most ``buffersize`` tasks (default: twice the executor's task slots) run ahead of

@@ -65,12 +65,18 @@ class Wakeup:
                     pass
 
     def drain(self) -> None:
-        # Disarm before the caller reads the inbox: a post after this point writes again.
-        self._armed = False
+        """Empty the pipe, then disarm; the caller takes its inbox after this.
+
+        The order matters: disarming first would let a notify() write a byte that the read
+        then swallows, leaving the pipe empty while armed, and every later wake-up lost. A
+        byte written between the read and the disarm only costs one spurious wake-up.
+        """
         try:
-            os.read(self.read_fd, 4096)
+            while os.read(self.read_fd, 4096):
+                pass
         except BlockingIOError:
             pass
+        self._armed = False
 
     def close(self) -> None:
         with self._lock:
