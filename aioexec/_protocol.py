@@ -42,8 +42,7 @@ import enum
 import struct
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "NEED_DATA",
@@ -70,7 +69,8 @@ class Kind(enum.IntEnum):
 
 _HEADER: Final = struct.Struct("<BBQQ")  # kind, nbufs, task id, main length
 _BUFLEN: Final = struct.Struct("<Q")
-_KINDS: Final = frozenset(int(k) for k in Kind)
+# Kind(value) goes through EnumMeta.__call__, measurably slow on the hot path; a dict is not.
+_KINDS: Final = {int(k): k for k in Kind}
 
 #: Bodies at least this large are read straight into their final buffer.
 DIRECT_READ_THRESHOLD: Final = 256 * 1024
@@ -89,12 +89,11 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     kind: Kind
     task_id: int
-    body: memoryview
-    buffers: list[memoryview]
+    body: memoryview  # the main pickle
+    buffers: list[memoryview]  # its out-of-band buffers, in order
 
 
 Chunk = bytes | bytearray | memoryview
@@ -166,25 +165,26 @@ class FrameDecoder:
                 if total >= DIRECT_READ_THRESHOLD:
                     self._start_direct_body(total)
                 return NEED_DATA
-            body = memoryview(bytes(self._buf[self._pos : self._pos + total]))
+            with memoryview(self._buf) as view:  # released before _compact resizes _buf
+                body = memoryview(bytes(view[self._pos : self._pos + total]))
             self._pos += total
             self._compact()
         self._head = None
-        main = body[:main_len]
         buffers = []
         offset = main_len
         for n in buflens:
             buffers.append(body[offset : offset + n])
             offset += n
-        return Frame(kind, task_id, main, buffers)
+        return Frame(kind, task_id, body[:main_len], buffers)
 
     def _parse_head(self) -> bool:
         avail = len(self._buf) - self._pos
         if avail < _HEADER.size:
             return False
-        kind, nbufs, task_id, main_len = _HEADER.unpack_from(self._buf, self._pos)
-        if kind not in _KINDS:
-            raise ProtocolError(f"unknown frame kind {kind} at stream offset {self._pos}")
+        value, nbufs, task_id, main_len = _HEADER.unpack_from(self._buf, self._pos)
+        kind = _KINDS.get(value)
+        if kind is None:
+            raise ProtocolError(f"unknown frame kind {value} at stream offset {self._pos}")
         need = _HEADER.size + nbufs * _BUFLEN.size
         if avail < need:
             return False
@@ -193,7 +193,7 @@ class FrameDecoder:
             _BUFLEN.unpack_from(self._buf, start + i * _BUFLEN.size)[0] for i in range(nbufs)
         ]
         self._pos += need
-        self._head = (Kind(kind), task_id, main_len, buflens)
+        self._head = (kind, task_id, main_len, buflens)
         return True
 
     def _start_direct_body(self, total: int) -> None:
@@ -228,7 +228,9 @@ class OutBuffer:
 
     def append(self, pieces: Sequence[Chunk]) -> None:
         for p in pieces:
-            view = memoryview(p).cast("B")
+            view = memoryview(p)
+            if view.format != "B" or view.ndim != 1:
+                view = view.cast("B")  # so that consume() can slice it by bytes
             self._pieces.append(view)
             self.nbytes += view.nbytes
 
