@@ -142,7 +142,7 @@ class FrameDecoder:
 
     def get_buffer(self) -> memoryview | None:
         """Where to read the rest of a large body directly, or None to use receive_data."""
-        if self._body is None:
+        if self._body is None or self._filled == len(self._body):
             return None
         return memoryview(self._body)[self._filled :]
 

@@ -35,8 +35,7 @@ def make_executor(start_method: str) -> Iterator[Callable[..., AsyncProcessExecu
 
     yield make
     for executor in made:
-        executor.kill_workers()
-        executor.shutdown(wait=True)
+        close_executor(executor)
 
 
 @pytest.fixture(scope="module")
@@ -44,5 +43,19 @@ def shared_executor() -> Iterator[AsyncProcessExecutor]:
     """One forkserver executor per test module, for tests that leave it healthy."""
     executor = AsyncProcessExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
     yield executor
+    close_executor(executor)
+
+
+def close_executor(executor: AsyncProcessExecutor, timeout: float = 30) -> None:
+    """Kill what a test left running and wait, bounded, for the executor to stop.
+
+    A bounded wait turns a shutdown hang into one failed teardown with a clear message,
+    instead of pytest-timeout ending the whole session.
+    """
     executor.kill_workers()
-    executor.shutdown(wait=True)
+    executor.shutdown(wait=False)
+    manager = executor._manager
+    if manager is not None:
+        manager.thread.join(timeout)
+        assert not manager.thread.is_alive(), f"executor did not stop within {timeout} s"
+    executor.shutdown(wait=True)  # the fallback threads, if any

@@ -157,3 +157,11 @@ async def async_sleep_then_block_when_cancelled(seconds: float) -> None:
     except asyncio.CancelledError:
         time.sleep(seconds)
         raise
+
+
+async def async_double_or_fail(x: int) -> int:
+    """2 * x, or ValueError for a negative x."""
+    await asyncio.sleep(0)
+    if x < 0:
+        raise ValueError(f"negative input {x}")
+    return 2 * x

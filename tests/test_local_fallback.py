@@ -1,0 +1,87 @@
+"""Work that cannot be pickled: with ``fallback="thread"`` it runs on the executor's own
+threads in the parent; with ``fallback="error"`` it fails with a clear message."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+from collections.abc import Iterator
+
+import helpers
+import pytest
+
+from aioexec import AsyncProcessExecutor
+
+TIMEOUT = 30
+
+
+def _where() -> tuple[int, str]:
+    return os.getpid(), threading.current_thread().name
+
+
+@pytest.fixture(scope="module")
+def strict_executor() -> Iterator[AsyncProcessExecutor]:
+    ex = AsyncProcessExecutor(
+        1, mp_context=multiprocessing.get_context("forkserver"), fallback="error"
+    )
+    yield ex
+    ex.kill_workers()
+    ex.shutdown(wait=True)
+
+
+def test_lambda_with_fallback_thread_runs_in_a_parent_thread(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    pid, thread_name, value = shared_executor.submit(lambda x: (*_where(), x), 5).result(TIMEOUT)
+    assert pid == os.getpid()
+    assert thread_name.startswith("aioexec-local")
+    assert value == 5
+
+
+def test_local_coroutine_function_with_fallback_thread_is_awaited_in_the_parent(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    async def nested(x: int, *, y: int) -> tuple[int, str, int]:
+        await asyncio.sleep(0.01)
+        return (*_where(), x + y)
+
+    pid, thread_name, total = shared_executor.submit(nested, 1, y=2).result(TIMEOUT)
+    assert pid == os.getpid()
+    assert thread_name.startswith("aioexec-local")
+    assert total == 3
+
+
+def test_module_level_function_still_runs_in_a_child_with_fallback_thread(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    assert shared_executor.submit(helpers.pid).result(TIMEOUT) != os.getpid()
+
+
+def test_lambda_with_fallback_error_fails_with_a_clear_message(
+    strict_executor: AsyncProcessExecutor,
+) -> None:
+    future = strict_executor.submit(lambda: 1)
+    exc = future.exception(TIMEOUT)
+    assert exc is not None
+    message = "\n".join([str(exc), *getattr(exc, "__notes__", [])])
+    assert "pickle" in message
+    assert "module level" in message
+    assert "lambda" in message
+    # Only that call failed.
+    assert strict_executor.submit(helpers.async_double, 3).result(TIMEOUT) == 6
+
+
+def test_local_coroutine_function_with_fallback_error_fails_with_a_clear_message(
+    strict_executor: AsyncProcessExecutor,
+) -> None:
+    async def nested() -> int:
+        return 1
+
+    exc = strict_executor.submit(nested).exception(TIMEOUT)
+    assert exc is not None
+    message = "\n".join([str(exc), *getattr(exc, "__notes__", [])])
+    assert "pickle" in message
+    assert "module level" in message
+    assert "nested" in message

@@ -1,0 +1,112 @@
+"""Schedulers choose fairly among children with room: no processes, only bookkeeping stubs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from aioexec import LeastLoaded, RoundRobin, Scheduler
+from aioexec._scheduler import ChildId, ChildLoad, make_scheduler
+
+
+@dataclass
+class StubChild:
+    child_id: ChildId
+    in_flight: int = 0
+
+
+def _children(n: int) -> list[StubChild]:
+    return [StubChild(ChildId(i)) for i in range(n)]
+
+
+def _choose(scheduler: Scheduler, candidates: Sequence[StubChild]) -> StubChild:
+    chosen = scheduler.choose(candidates)
+    assert chosen in candidates
+    assert isinstance(chosen, StubChild)
+    return chosen
+
+
+def test_least_loaded_picks_the_child_with_fewest_tasks_in_flight() -> None:
+    children = _children(3)
+    children[0].in_flight, children[1].in_flight, children[2].in_flight = 5, 1, 3
+    assert _choose(LeastLoaded(), children).child_id == 1
+
+
+def test_least_loaded_rotates_among_equally_loaded_children() -> None:
+    children = _children(3)
+    scheduler = LeastLoaded()
+    picks = [_choose(scheduler, children).child_id for _ in range(7)]
+    assert picks == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_least_loaded_spreads_tasks_evenly_as_loads_grow() -> None:
+    children = _children(4)
+    scheduler = LeastLoaded()
+    for _ in range(40):
+        _choose(scheduler, children).in_flight += 1
+    assert [c.in_flight for c in children] == [10, 10, 10, 10]
+
+
+def test_least_loaded_sends_work_to_the_child_that_finished_its_tasks() -> None:
+    children = _children(3)
+    scheduler = LeastLoaded()
+    for _ in range(9):
+        _choose(scheduler, children).in_flight += 1
+    children[2].in_flight = 0  # child 2 answered everything
+    assert _choose(scheduler, children).child_id == 2
+
+
+def test_least_loaded_rotation_wraps_when_the_last_child_is_not_a_candidate() -> None:
+    children = _children(3)
+    scheduler = LeastLoaded()
+    assert _choose(scheduler, children[2:]).child_id == 2
+    assert _choose(scheduler, children[:2]).child_id == 0
+
+
+def test_round_robin_takes_each_child_in_turn_whatever_its_load() -> None:
+    children = _children(3)
+    children[0].in_flight = 100
+    scheduler = RoundRobin()
+    picks = [_choose(scheduler, children).child_id for _ in range(7)]
+    assert picks == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_round_robin_skips_children_without_room() -> None:
+    children = _children(4)
+    scheduler = RoundRobin()
+    assert _choose(scheduler, children).child_id == 0
+    # Child 1 is full (not a candidate): the turn passes to 2, then 3, then back to 0.
+    without_1 = [children[0], children[2], children[3]]
+    picks = [_choose(scheduler, without_1).child_id for _ in range(4)]
+    assert picks == [2, 3, 0, 2]
+
+
+def test_round_robin_is_fair_over_many_choices() -> None:
+    children = _children(5)
+    scheduler = RoundRobin()
+    counts = Counter(_choose(scheduler, children).child_id for _ in range(500))
+    assert counts == dict.fromkeys(range(5), 100)
+
+
+def test_a_single_candidate_is_always_chosen() -> None:
+    only = _children(1)
+    for scheduler in (LeastLoaded(), RoundRobin()):
+        for _ in range(3):
+            assert _choose(scheduler, only) is only[0]
+
+
+def test_scheduler_names_and_instances_are_accepted() -> None:
+    assert isinstance(make_scheduler("least-loaded"), LeastLoaded)
+    assert isinstance(make_scheduler("round-robin"), RoundRobin)
+
+    class First:
+        def choose(self, candidates: Sequence[ChildLoad]) -> ChildLoad:
+            return candidates[0]
+
+    custom = First()
+    assert make_scheduler(custom) is custom
+    with pytest.raises(ValueError, match="scheduler"):
+        make_scheduler("fastest")  # type: ignore[arg-type]
