@@ -85,3 +85,42 @@ def test_local_coroutine_function_with_fallback_error_fails_with_a_clear_message
     assert "pickle" in message
     assert "module level" in message
     assert "nested" in message
+
+
+def test_lambda_and_nested_coroutine_with_fallback_cloudpickle_run_in_a_child() -> None:
+    pytest.importorskip("cloudpickle")  # .ci/run installs the extra, so this runs in CI
+    offset = 10
+
+    async def nested(x: int) -> tuple[int, int]:
+        await asyncio.sleep(0)
+        return os.getpid(), x + offset
+
+    with AsyncProcessExecutor(
+        1, mp_context=multiprocessing.get_context("forkserver"), fallback="cloudpickle"
+    ) as ex:
+        pid, value = ex.submit(lambda x: (os.getpid(), x * 2), 21).result(TIMEOUT)
+        assert (pid != os.getpid(), value) == (True, 42)
+        pid, value = ex.submit(nested, 1).result(TIMEOUT)
+        assert (pid != os.getpid(), value) == (True, 11)
+        # An argument even cloudpickle cannot send fails its own future, naming it.
+        failed = ex.submit(helpers.double, threading.Lock())
+        with pytest.raises(TypeError) as info:
+            failed.result(TIMEOUT)
+        notes = " ".join(getattr(info.value, "__notes__", []))
+        assert "positional argument 0" in notes
+        assert "cloudpickle could not send it either" in notes
+
+
+def test_fallback_cloudpickle_without_cloudpickle_installed_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "cloudpickle" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ValueError, match="needs the cloudpickle package"):
+        AsyncProcessExecutor(1, fallback="cloudpickle")
