@@ -82,10 +82,16 @@ def map_results(
                 else:
                     yield result
         finally:
-            for future in fs:
-                future.cancel()
+            _cancel_newest_first(fs)
 
     return result_iterator()
+
+
+def _cancel_newest_first(fs: deque[Future[Any]]) -> None:
+    # Newest first: cancelling a running task frees a slot in its child, and dispatch is
+    # first-in first-out, so the queued tasks behind it must already be cancelled by then.
+    for future in reversed(fs):
+        future.cancel()
 
 
 def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
@@ -152,11 +158,10 @@ class AsyncMapIterator(AsyncIterator[T]):
         self._cancel_outstanding()
 
     def _cancel_outstanding(self) -> None:
-        fs = getattr(self, "_fs", ())  # absent if __init__ failed half-way
+        fs: deque[Future[Any]] = getattr(self, "_fs", deque())  # absent if __init__ failed
         self._fs = deque()
         self._inputs = iter(())
-        for future in fs:
-            future.cancel()
+        _cancel_newest_first(fs)
 
     def __del__(self) -> None:
         self._cancel_outstanding()
