@@ -291,7 +291,7 @@ class Manager:
                 )
 
     def _on_writable(self, child: ChildProcess) -> None:
-        if child.flush():
+        if child.child_id in self._children and child.flush():
             child.write_blocked = False
             self._selector.unregister(child.write_fd)
 
@@ -315,6 +315,8 @@ class Manager:
             exc = _outcome(frame, child.pid)[1]
             self._break(f"the initializer failed in child process {child.pid}: {exc!r}", exc)
             return
+        if frame.task_id not in child.running:
+            return  # already failed: the executor broke while the child was answering
         future = self._take_running(child, frame.task_id)
         if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
             future.cancel()
