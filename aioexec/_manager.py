@@ -181,7 +181,8 @@ class Manager:
                 self._send_cancel(arg)
             elif op == "shutdown":
                 self._shutting_down = True
-                if arg:  # cancel_futures
+                if arg:  # cancel_futures: what could start by now starts, the rest is cancelled
+                    self._dispatch()
                     self._cancel_queued()
             elif op == "cancel_all":
                 self._cancel_queued()
