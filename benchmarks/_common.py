@@ -1,0 +1,89 @@
+"""Sizes of the workloads (full and ``--quick``) and small helpers shared by the workloads.
+
+A workload function has the signature ``async def wl(engine, p: Params, repeats) -> Result``
+and returns the median over ``repeats`` as ``value`` plus every sample and extras.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from benchmarks.engines import Engine
+
+Result = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Every size a workload uses; ``FULL`` follows the issue, ``QUICK`` is a smoke test."""
+
+    latency_calls: int = 2_000  # sequential awaited round trips per repeat
+    throughput_n: int = 20_000  # trivial tasks gathered / mapped per repeat
+    map_chunksize: int = 100  # chunksize for Executor.map (aiomultiprocess has none)
+    sleep_n: int = 2_000  # sleeping tasks gathered
+    sleep_s: float = 0.05
+    payload_bytes: int = 4 * 1024 * 1024  # argument size; the result is the same size
+    payload_trips: int = 20  # sequential round trips per repeat
+    cpu_tasks: int = 16
+    cpu_task_s: float = 0.05  # the spin loop is calibrated to this serial time per task
+    http_tasks: int = 400  # tasks per repeat; each does ``http_gets`` GETs
+    http_gets: int = 10
+    startup_repeats_min: int = 3
+    rss_n: int = 10_000_000  # aioexec: map(fn, range(rss_n), buffersize=rss_buffersize)
+    rss_buffersize: int = 1_000
+    rss_chunksize: int = 1
+    rss_peer_n: int = 200_000  # peers: their map over range(rss_peer_n), no buffersize
+    cancel_trials: int = 5  # cancellations per repeat (median of all)
+    kill_task_s: float = 10.0  # how long the task running on the killed worker would sleep
+
+
+FULL = Params()
+QUICK = Params(
+    latency_calls=200,
+    throughput_n=2_000,
+    sleep_n=100,
+    payload_trips=3,
+    cpu_tasks=8,
+    cpu_task_s=0.02,
+    http_tasks=20,
+    http_gets=5,
+    startup_repeats_min=1,
+    rss_n=20_000,
+    rss_peer_n=20_000,
+    cancel_trials=2,
+    kill_task_s=5.0,
+)
+
+
+def median_result(samples: list[float], **extra: Any) -> Result:
+    """Package the median of ``samples`` with the samples themselves."""
+    return {"value": statistics.median(samples), "samples": samples, "extra": extra}
+
+
+async def timed(awaitable: Awaitable[Any]) -> float:
+    """Seconds that ``awaitable`` took."""
+    t0 = time.perf_counter()
+    await awaitable
+    return time.perf_counter() - t0
+
+
+@contextlib.asynccontextmanager
+async def running(engine: Engine, warm: bool = True) -> AsyncIterator[Engine]:
+    """Start the engine (and wait until every worker answered); close it afterwards."""
+    await engine.start()
+    try:
+        if warm:
+            await engine.warm()
+        yield engine
+    finally:
+        await engine.close()
+
+
+async def repeat(repeats: int, once: Callable[[], Awaitable[float]]) -> list[float]:
+    """Run ``once`` ``repeats`` times and collect its measurements."""
+    return [await once() for _ in range(max(1, repeats))]

@@ -1,0 +1,200 @@
+"""The workloads, and :data:`WORKLOADS`, the registry that names them.
+
+Each workload runs in its own subprocess (see ``_worker.py``) against one engine, starts the
+pool itself (warm, unless start-up is what it measures), repeats the measurement and returns
+the median. Units and directions (higher or lower is better) live in ``report.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks import tasks, workloads_more
+from benchmarks._common import Params, Result, median_result, repeat, running, timed
+from benchmarks.engines import Engine, NotSupported
+
+
+async def latency(engine: Engine, p: Params, repeats: int) -> Result:
+    """Mean round trip of a trivial task, awaited one after another, in microseconds."""
+    noop = engine.fn("noop")
+    async with running(engine):
+
+        async def once() -> float:
+            t0 = time.perf_counter()
+            for i in range(p.latency_calls):
+                await engine.call(noop, i)
+            return (time.perf_counter() - t0) / p.latency_calls * 1e6
+
+        return median_result(await repeat(repeats, once), calls=p.latency_calls)
+
+
+async def throughput(engine: Engine, p: Params, repeats: int) -> Result:
+    """``throughput_n`` trivial tasks gathered through the single-call path, tasks/s."""
+    noop = engine.fn("noop")
+    async with running(engine):
+
+        async def once() -> float:
+            elapsed = await timed(
+                asyncio.gather(*(engine.call(noop, i) for i in range(p.throughput_n)))
+            )
+            return p.throughput_n / elapsed
+
+        return median_result(await repeat(repeats, once), n=p.throughput_n)
+
+
+async def throughput_map(engine: Engine, p: Params, repeats: int) -> Result:
+    """``throughput_n`` trivial tasks through the engine's own map (chunksize where it has one)."""
+    noop = engine.fn("noop")
+    async with running(engine):
+
+        async def once() -> float:
+            elapsed = await timed(engine.bulk_map(noop, range(p.throughput_n), p.map_chunksize))
+            return p.throughput_n / elapsed
+
+        chunks = p.map_chunksize if engine.name != "aiomultiprocess" else None
+        return median_result(await repeat(repeats, once), n=p.throughput_n, chunksize=chunks)
+
+
+async def throughput_amap(engine: Engine, p: Params, repeats: int) -> Result:
+    """``throughput_n`` trivial tasks through ``async for r in ex.amap(...)``, tasks/s."""
+    noop = engine.fn("noop")
+    async with running(engine):
+
+        async def once() -> float:
+            elapsed = await timed(engine.amap(noop, range(p.throughput_n), p.map_chunksize))
+            return p.throughput_n / elapsed
+
+        return median_result(
+            await repeat(repeats, once), n=p.throughput_n, chunksize=p.map_chunksize
+        )
+
+
+async def sleep(engine: Engine, p: Params, repeats: int) -> Result:
+    """``sleep_n`` tasks of a 50 ms sleep gathered; wall seconds and the engine's ideal."""
+    fn = engine.fn("sleep")
+    ideal = p.sleep_n / (engine.workers * engine.slots) * p.sleep_s
+    async with running(engine):
+
+        async def once() -> float:
+            return await timed(
+                asyncio.gather(*(engine.call(fn, p.sleep_s) for _ in range(p.sleep_n)))
+            )
+
+        samples = await repeat(repeats, once)
+    return median_result(
+        samples,
+        ideal=ideal,
+        n=p.sleep_n,
+        slots=engine.slots,
+        kind="coroutine" if engine.runs_coroutines else "time.sleep",
+    )
+
+
+async def payload(engine: Engine, p: Params, repeats: int) -> Result:
+    """4 MiB bytes argument echoed back, sequential round trips; MB/s (10^6 B) both ways."""
+    echo = engine.fn("echo")
+    data = os.urandom(p.payload_bytes)
+    async with running(engine):
+        await engine.call(echo, data)
+
+        async def once() -> float:
+            t0 = time.perf_counter()
+            for _ in range(p.payload_trips):
+                out = await engine.call(echo, data)
+                if len(out) != len(data):
+                    raise RuntimeError("payload came back truncated")
+            return 2 * p.payload_bytes * p.payload_trips / (time.perf_counter() - t0) / 1e6
+
+        return median_result(
+            await repeat(repeats, once), trips=p.payload_trips, bytes=p.payload_bytes
+        )
+
+
+def calibrate_spin(seconds: float) -> int:
+    """Iterations of :func:`tasks.spin` that take about ``seconds`` in this process."""
+    n = 100_000
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        tasks.spin(n)
+        best = min(best, time.perf_counter() - t0)
+    return max(1000, int(n * seconds / best))
+
+
+async def cpu(engine: Engine, p: Params, repeats: int) -> Result:
+    """Speed-up of ``cpu_tasks`` pure-Python loops over running them serially in-process."""
+    n = calibrate_spin(p.cpu_task_s)
+    fn = engine.fn("spin")
+    async with running(engine):
+
+        async def once() -> float:
+            t0 = time.perf_counter()
+            for _ in range(p.cpu_tasks):
+                tasks.spin(n)
+            serial = time.perf_counter() - t0
+            parallel = await timed(
+                asyncio.gather(*(engine.call(fn, n) for _ in range(p.cpu_tasks)))
+            )
+            return serial / parallel
+
+        samples = await repeat(repeats, once)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return median_result(
+        samples, iterations=n, tasks=p.cpu_tasks, ideal=min(engine.workers, cores or 1)
+    )
+
+
+async def startup(engine: Engine, p: Params, repeats: int) -> Result:
+    """Seconds from creating the pool to the first result of a trivial task (cold pool)."""
+    noop = engine.fn("noop")
+
+    async def once() -> float:
+        t0 = time.perf_counter()
+        await engine.start()
+        try:
+            await engine.call(noop, 0)
+            return time.perf_counter() - t0
+        finally:
+            await engine.close()
+
+    return median_result(await repeat(max(repeats, p.startup_repeats_min), once))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A registry entry: the function and the subprocess timeout (full run, seconds)."""
+
+    fn: Callable[[Engine, Params, int], Coroutine[Any, Any, Result]]
+    timeout: float
+    engines: tuple[str, ...] | None = None  # None: every engine
+    why_not: str = ""
+
+
+WORKLOADS: dict[str, Workload] = {
+    "latency": Workload(latency, 300),
+    "throughput": Workload(throughput, 600),
+    "map": Workload(throughput_map, 600),
+    "amap": Workload(throughput_amap, 600, ("aioexec",), "no async map in this engine"),
+    "sleep": Workload(sleep, 400),
+    "payload": Workload(payload, 180),
+    "cpu": Workload(cpu, 180),
+    "http": Workload(workloads_more.http, 600),
+    "startup": Workload(startup, 180),
+    "rss": Workload(workloads_more.rss, 1800),
+    "cancel": Workload(workloads_more.cancel, 180),
+    "recovery": Workload(workloads_more.recovery, 300),
+}
+
+
+async def run_workload(name: str, engine: Engine, p: Params, repeats: int) -> Result:
+    """Run workload ``name`` against ``engine`` (raises NotSupported for n/a)."""
+    wl = WORKLOADS[name]
+    if wl.engines is not None and engine.name not in wl.engines:
+        raise NotSupported(wl.why_not)
+    return await wl.fn(engine, p, repeats)
