@@ -5,7 +5,13 @@ to a child process; many coroutines run concurrently in each child's event loop.
 exceptions and cancellations come back as futures. See the README for the contract.
 """
 
-from ._errors import BrokenPoolError, BrokenWorkerError, RemoteError, RemoteTraceback
+from ._errors import (
+    BrokenPoolError,
+    BrokenWorkerError,
+    DeliveryError,
+    RemoteError,
+    RemoteTraceback,
+)
 from ._executor import AsyncProcessExecutor
 from ._scheduler import LeastLoaded, RoundRobin, Scheduler
 
@@ -13,6 +19,7 @@ __all__ = [
     "AsyncProcessExecutor",
     "BrokenPoolError",
     "BrokenWorkerError",
+    "DeliveryError",
     "LeastLoaded",
     "RemoteError",
     "RemoteTraceback",

@@ -168,7 +168,7 @@ class _Runtime:
         except Exception as exc:
             # SystemExit and other BaseExceptions end the child, as in ProcessPoolExecutor.
             payload = dump_exception(exc, _unpickling_advice(exc))
-            self._send(encode_frame(Kind.ERROR, task_id, payload))
+            self._send(encode_frame(Kind.UNDELIVERABLE, task_id, payload))
             return
         if frame.kind is Kind.RUN_ASYNC:
             task: asyncio.Future[Any] = self._loop.create_task(
@@ -297,16 +297,12 @@ def _call_and_pickle(
 
 
 def _unpickling_advice(exc: BaseException) -> str:
-    text = (
-        f"aioexec: the child process (pid {os.getpid()}) could not unpickle this task's "
-        "function or arguments."
+    if not isinstance(exc, (AttributeError, ImportError)):
+        return ""
+    return (
+        "aioexec: the function (or a class it receives) must be importable by the child: "
+        "define it at module level in a module the child can import. Functions defined in "
+        "an interactive session, with python -c, or in a __main__ module that the child "
+        "cannot re-import are not; move them into a module, and keep the code that starts "
+        "the executor under `if __name__ == '__main__':`."
     )
-    if isinstance(exc, (AttributeError, ImportError)):
-        text += (
-            " The function (or a class it receives) must be importable by the child: define "
-            "it at module level in a module the child can import. Functions defined in an "
-            "interactive session, with python -c, or in a __main__ module that the child "
-            "cannot re-import are not; move them into a module, and keep the code that "
-            "starts the executor under `if __name__ == '__main__':`."
-        )
-    return text

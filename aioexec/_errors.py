@@ -20,6 +20,7 @@ from typing import NamedTuple
 __all__ = [
     "BrokenPoolError",
     "BrokenWorkerError",
+    "DeliveryError",
     "RemoteError",
     "RemoteTraceback",
     "add_note",
@@ -41,6 +42,15 @@ class BrokenPoolError(BrokenProcessPool):
     """The executor as a whole cannot run work: an initializer failed or no child could start.
 
     Pending and later work fails with this error; the message carries the cause.
+    """
+
+
+class DeliveryError(BrokenProcessPool):
+    """A task's call could not be unpickled in its child, or its result in the parent.
+
+    Only that task fails: the child and the executor go on. ``__cause__`` is the exception
+    the unpickling raised. A ``BrokenProcessPool`` subclass because ``ProcessPoolExecutor``
+    reports these faults with ``BrokenProcessPool`` too (and breaks the whole pool).
     """
 
 

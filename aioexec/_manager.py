@@ -40,7 +40,7 @@ from ._child import ChildConfig
 from ._errors import (
     BrokenPoolError,
     BrokenWorkerError,
-    add_note,
+    DeliveryError,
     describe_exit,
     load_exception,
 )
@@ -323,6 +323,12 @@ class Manager:
             future.cancel()
             return
         value, error = _outcome(frame, child.pid)
+        if kind is Kind.UNDELIVERABLE:
+            assert error is not None
+            error = _undeliverable(
+                error,
+                f"child process {child.pid} could not unpickle this task's function or arguments",
+            )
         try:
             if error is None:
                 future.set_result(value)
@@ -420,9 +426,18 @@ def _outcome(frame: Frame, pid: int) -> tuple[Any, BaseException | None]:
             return pickle.loads(frame.body, buffers=frame.buffers), None
         return None, load_exception(frame.body)
     except BaseException as exc:
-        note = (
-            f"aioexec: the answer of child process {pid} could not be unpickled in the "
+        what = "the result" if frame.kind is Kind.RESULT else "the exception"
+        return None, _undeliverable(
+            exc,
+            f"{what} of this task, sent by child process {pid}, could not be unpickled in the "
             "parent; the classes of returned objects and exceptions must be importable and "
-            "picklable in this process too."
+            "picklable in this process too",
         )
-        return None, add_note(exc, note)
+
+
+def _undeliverable(cause: BaseException, what: str) -> DeliveryError:
+    error = DeliveryError(
+        f"aioexec: {what} ({type(cause).__name__}: {cause}). Only this task failed."
+    )
+    error.__cause__ = cause
+    return error

@@ -30,9 +30,11 @@ INIT_FAILED    to parent  body = pickled exception payload of the failed initial
 RESULT         to parent  body = pickled return value of task ``task id``
 ERROR          to parent  body = pickled exception payload (see ``_errors``)
 CANCELLED      to parent  task ``task id`` ended by cancellation (no body)
+UNDELIVERABLE  to parent  body = exception payload: the task's call did not unpickle
 =============  =========  ==============================================================
 
-Every task the parent sends is answered by exactly one of RESULT, ERROR or CANCELLED; that
+Every task the parent sends is answered by exactly one of RESULT, ERROR, CANCELLED or
+UNDELIVERABLE; that
 answer is what frees the task's slot in the child.
 """
 
@@ -65,6 +67,7 @@ class Kind(enum.IntEnum):
     RESULT = 12
     ERROR = 13
     CANCELLED = 14
+    UNDELIVERABLE = 15
 
 
 _HEADER: Final = struct.Struct("<BBQQ")  # kind, nbufs, task id, main length

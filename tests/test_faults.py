@@ -30,7 +30,7 @@ from pathlib import Path
 import faults
 import pytest
 
-from aioexec import AsyncProcessExecutor, BrokenWorkerError, RemoteTraceback
+from aioexec import AsyncProcessExecutor, BrokenWorkerError, DeliveryError, RemoteTraceback
 
 # Bound of every wait for something a child does; far above what it normally takes.
 TIMEOUT = 30.0
@@ -160,6 +160,7 @@ class Fault:
     says: str = ""  # a phrase its message or notes contain
     from_child: bool = False  # an exception raised in the child: RemoteTraceback cause
     raised_by_submit: bool = False  # submit() itself raises (no future is made)
+    cause: type[BaseException] | None = None  # the type of __cause__, if checked
 
 
 _IDENTITY = (faults.async_identity, faults.identity)
@@ -185,13 +186,15 @@ FAULTS = [
         Fault(*_IDENTITY, (faults.ExitAtPickle(),), SystemExit, raised_by_submit=True),
         id="exit-at-task-pickle",
     ),
+    # Unpickling failures are DeliveryError (a BrokenProcessPool, as ProcessPoolExecutor
+    # reports them) whose cause is the original error; unlike there, only the task fails.
     pytest.param(
         Fault(
             *_IDENTITY,
             (faults.ErrorAtUnpickle(),),
-            pickle.UnpicklingError,
+            DeliveryError,
             "could not unpickle this task's function or arguments",
-            from_child=True,
+            cause=pickle.UnpicklingError,
         ),
         id="error-at-task-unpickle",
     ),
@@ -273,15 +276,20 @@ FAULTS = [
         Fault(
             *_RETURN,
             (faults.ErrorAtUnpickle,),
-            pickle.UnpicklingError,
+            DeliveryError,
             "could not be unpickled in the parent",
+            cause=pickle.UnpicklingError,
         ),
         id="error-at-result-unpickle",
     ),
-    # Result unpickling runs in the manager thread: a SystemExit there fails the future.
+    # Result unpickling runs in the manager thread: a SystemExit there fails only the future.
     pytest.param(
         Fault(
-            *_RETURN, (faults.ExitAtUnpickle,), SystemExit, "could not be unpickled in the parent"
+            *_RETURN,
+            (faults.ExitAtUnpickle,),
+            DeliveryError,
+            "could not be unpickled in the parent",
+            cause=SystemExit,
         ),
         id="exit-at-result-unpickle",
     ),
@@ -323,6 +331,9 @@ def test_fault_fails_only_its_own_future(fault_executor, fault, kind):
         assert fault.says in _text(exc)
         if fault.from_child:
             assert isinstance(exc.__cause__, RemoteTraceback)
+        if fault.cause is not None:
+            assert type(exc.__cause__) is fault.cause
+            assert isinstance(exc, BrokenProcessPool)
         if fault.expected is BrokenWorkerError:
             assert isinstance(exc, BrokenProcessPool)
             assert "child process" in str(exc)

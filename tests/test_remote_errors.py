@@ -13,7 +13,7 @@ import helpers
 import pytest
 
 import aioexec
-from aioexec import AsyncProcessExecutor
+from aioexec import AsyncProcessExecutor, DeliveryError
 
 TIMEOUT = 30
 
@@ -114,6 +114,8 @@ def test_result_that_cannot_be_unpickled_in_the_parent_fails_only_its_own_future
     after = shared_executor.submit(helpers.double, 2)
     exc = _exception(bad)
     message = _full_message(exc)
+    assert isinstance(exc, DeliveryError)  # a BrokenProcessPool, as ProcessPoolExecutor says
+    assert isinstance(exc.__cause__, AttributeError)  # the unpickling error itself
     assert "ChildOnlyResultClass" in message  # the class of the object
     assert "unpickle" in message
     assert (before.result(TIMEOUT), after.result(TIMEOUT)) == (2, 4)
