@@ -130,7 +130,11 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
             )
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        ctx = mp_context if mp_context is not None else _default_context()
+        if mp_context is None and max_tasks_per_child is not None:
+            # ProcessPoolExecutor's documented default for max_tasks_per_child.
+            ctx: BaseContext = multiprocessing.get_context("spawn")
+        else:
+            ctx = mp_context if mp_context is not None else _default_context()
         if max_tasks_per_child is not None:
             if not isinstance(max_tasks_per_child, int):
                 raise TypeError("max_tasks_per_child must be an integer")
@@ -177,6 +181,8 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         self._check_open()
         if is_asyncio_internal(fn):
             return self._submit_local(fn, args, kwargs)
+        manager = self._open_manager()
+        self._start_child_unless_one_is_idle(manager)
         try:
             try:
                 if self._fallback == "cloudpickle" and _defined_in_main(fn):
@@ -195,12 +201,30 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
             failed.set_exception(exc)
             return failed
         is_async = is_coroutine_callable(fn)
+        future: TaskFuture[Any] = TaskFuture(manager.cancel_running if is_async else None)
         with self._lock:
             self._check_open()
-            manager = self._manager or self._start_manager()
-            future: TaskFuture[Any] = TaskFuture(manager.cancel_running if is_async else None)
             manager.post("submit", WorkItem(future, call, is_async))
         return future
+
+    def _open_manager(self) -> Manager:
+        with self._lock:
+            self._check_open()
+            return self._manager or self._start_manager()
+
+    def _start_child_unless_one_is_idle(self, manager: Manager) -> None:
+        """What ProcessPoolExecutor does in submit(): unless a task ended since the last
+        submission (so a child is idle), start a child before returning, up to max_workers.
+        Work then spreads over the children from the first submissions on, and a caller
+        sees the children it asked for in ``_processes`` at once."""
+        if threading.current_thread() is manager.thread:
+            return  # a done-callback submitting from the manager thread: dispatch will do
+        if manager.tasks_ended.acquire(blocking=False):
+            return
+        if len(manager.children_snapshot) < self._max_workers:
+            started = threading.Event()
+            manager.post("start_child", started)
+            started.wait()  # the manager sets it on every path, exit included
 
     def _check_open(self) -> None:
         manager = self._manager
@@ -399,6 +423,26 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         return dict(self._manager.children_snapshot) if self._manager is not None else {}
 
     @property
+    def _executor_manager_thread(self) -> threading.Thread | None:
+        """The manager thread (ProcessPoolExecutor's attribute of the same name)."""
+        return self._manager.thread if self._manager is not None else None
+
+    @property
+    def _call_queue(self) -> _CallQueueView:
+        """Compatibility with code that waits for ProcessPoolExecutor's call-queue feeder
+        thread: here the manager thread does that job, so ``join_thread()`` joins it."""
+        return _CallQueueView(self._executor_manager_thread)
+
+    @property
     def _broken(self) -> str | bool:  # type: ignore[override]
         manager = self._manager
         return manager.broken if manager is not None and manager.broken else False
+
+
+class _CallQueueView:
+    def __init__(self, thread: threading.Thread | None) -> None:
+        self._thread = thread
+
+    def join_thread(self) -> None:
+        if self._thread is not None:
+            self._thread.join()

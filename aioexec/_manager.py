@@ -88,6 +88,9 @@ class Manager:
         self.children_snapshot: dict[int, BaseProcess] = {}  # pid -> process, replaced whole
         self.executor_ref: weakref.ref[Any] | None = None  # its callback shuts us down
         self._exited = False  # the thread has ended; later posts are rejected at once
+        # Released once per answered task; submit() takes one instead of starting a child
+        # (ProcessPoolExecutor's _idle_worker_semaphore).
+        self.tasks_ended = threading.Semaphore(0)
         # -- manager thread only --
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup.read_fd, selectors.EVENT_READ, self._on_wakeup)
@@ -156,6 +159,8 @@ class Manager:
             op, arg = self._inbox.popleft()
             if op == "submit" and arg.future.start_running():
                 _fail(arg.future, self._broken_error(None))
+            elif op == "start_child":
+                arg.set()
 
     def _has_queued(self) -> bool:
         return bool(self._queued_async or self._queued_sync)
@@ -179,6 +184,10 @@ class Manager:
                 (self._queued_async if arg.is_async else self._queued_sync).append(arg)
             elif op == "cancel":
                 self._send_cancel(arg)
+            elif op == "start_child":  # from submit(), which waits for the event
+                if self.broken is None and len(self._children) < self.config.max_workers:
+                    self._start_child_or_break()
+                arg.set()
             elif op == "shutdown":
                 self._shutting_down = True
                 if arg:  # cancel_futures: what could start by now starts, the rest is cancelled
@@ -230,14 +239,20 @@ class Manager:
                 candidates.append(child)
                 idle = idle or (child.in_flight == 0 if is_async else True)
         if not idle and len(self._children) < self.config.max_workers:
-            try:
-                candidates.append(self._start_child())
-            except Exception as exc:
-                self._break(f"a child process could not be started: {exc!r}", exc)
+            started = self._start_child_or_break()
+            if started is None:
                 return None
+            candidates.append(started)
         if not candidates:
             return None
         return self.config.scheduler.choose(candidates)  # type: ignore[return-value]
+
+    def _start_child_or_break(self) -> ChildProcess | None:
+        try:
+            return self._start_child()
+        except Exception as exc:
+            self._break(f"a child process could not be started: {exc!r}", exc)
+            return None
 
     def _start_child(self) -> ChildProcess:
         config = self.config.child
@@ -319,6 +334,7 @@ class Manager:
         if frame.task_id not in child.running:
             return  # already failed: the executor broke while the child was answering
         future = self._take_running(child, frame.task_id)
+        self.tasks_ended.release()
         if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
             future.cancel()
             return
