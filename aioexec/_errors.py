@@ -54,15 +54,10 @@ class DeliveryError(BrokenProcessPool):
     """
 
 
-class RemoteTraceback(_RemoteTraceback):
-    """The child's formatted traceback, attached as ``__cause__`` of a task's exception.
-
-    A subclass of the class ``ProcessPoolExecutor`` uses, so code that checks for that one
-    keeps working; ``str()`` is the traceback text, also in ``.tb``.
-    """
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)  # type: ignore[arg-type]  # typeshed has the wrong type
+#: The child's formatted traceback, attached as ``__cause__`` of a task's exception: the very
+#: class ``ProcessPoolExecutor`` uses (``str()`` is the traceback text, also in ``.tb``), so
+#: code that checks for that one keeps working.
+RemoteTraceback = _RemoteTraceback
 
 
 class RemoteError(Exception):
@@ -133,7 +128,7 @@ def dump_exception(exc: BaseException, note: str = "") -> bytes:
 def load_exception(data: bytes | memoryview) -> BaseException:
     """Rebuild an exception from :func:`dump_exception`'s payload (``RemoteError`` if needed)."""
     payload = _ExceptionPayload(*pickle.loads(data))
-    remote_tb = RemoteTraceback(f'\n"""\n{payload.traceback_text}"""')
+    remote_tb = RemoteTraceback(f'\n"""\n{payload.traceback_text}"""')  # type: ignore[arg-type]
     exc: BaseException
     if payload.pickled is not None:
         try:

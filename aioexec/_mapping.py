@@ -76,11 +76,15 @@ def map_results(
                         fs.append(executor.submit(*call_for(args)))
                     del executor
                 remaining = None if end_time is None else end_time - time.monotonic()
-                result = _result_or_cancel(fs.popleft(), remaining)
-                if chunked:
-                    yield from result
-                else:
-                    yield result
+                # Yield without keeping a reference in this frame (CPython bpo-14406): the
+                # consumer may rely on a result being freed once it drops it.
+                if not chunked:
+                    yield _result_or_cancel(fs.popleft(), remaining)
+                    continue
+                chunk = _result_or_cancel(fs.popleft(), remaining)
+                chunk.reverse()
+                while chunk:
+                    yield chunk.pop()
         finally:
             _cancel_newest_first(fs)
 

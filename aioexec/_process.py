@@ -118,9 +118,10 @@ class ChildProcess:
         return True  # more may be waiting: the selector reports the pipe again
 
     def close(self) -> None:
+        # The process object stays usable (callers may still join() the snapshot they took
+        # of ``_processes``); its sentinel is closed when it is garbage-collected.
         self._to_child_w.close()
         self._from_child_r.close()
-        self.process.close()
 
 
 def _grow_pipe(fd: int) -> None:
