@@ -46,6 +46,16 @@ def shared_executor() -> Iterator[AsyncProcessExecutor]:
     close_executor(executor)
 
 
+@pytest.fixture(scope="module")
+def strict_executor() -> Iterator[AsyncProcessExecutor]:
+    """One forkserver executor per module with ``fallback="error"``: unpicklable calls fail."""
+    executor = AsyncProcessExecutor(
+        2, mp_context=multiprocessing.get_context("forkserver"), fallback="error"
+    )
+    yield executor
+    close_executor(executor)
+
+
 def close_executor(executor: AsyncProcessExecutor, timeout: float = 30) -> None:
     """Kill what a test left running and wait, bounded, for the executor to stop.
 

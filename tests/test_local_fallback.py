@@ -7,7 +7,6 @@ import asyncio
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterator
 
 import helpers
 import pytest
@@ -19,16 +18,6 @@ TIMEOUT = 30
 
 def _where() -> tuple[int, str]:
     return os.getpid(), threading.current_thread().name
-
-
-@pytest.fixture(scope="module")
-def strict_executor() -> Iterator[AsyncProcessExecutor]:
-    ex = AsyncProcessExecutor(
-        1, mp_context=multiprocessing.get_context("forkserver"), fallback="error"
-    )
-    yield ex
-    ex.kill_workers()
-    ex.shutdown(wait=True)
 
 
 def test_lambda_with_fallback_thread_runs_in_a_parent_thread(

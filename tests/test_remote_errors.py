@@ -4,9 +4,8 @@ object, and the executor keeps working after each."""
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import helpers
@@ -27,17 +26,6 @@ def _exception(future: Future[object]) -> BaseException:
     exc = future.exception(TIMEOUT)
     assert exc is not None, f"expected a failure, got {future.result()!r}"
     return exc
-
-
-@pytest.fixture(scope="module")
-def strict_executor() -> Iterator[AsyncProcessExecutor]:
-    """A forkserver executor with ``fallback="error"``: unpicklable calls fail."""
-    ex = AsyncProcessExecutor(
-        2, mp_context=multiprocessing.get_context("forkserver"), fallback="error"
-    )
-    yield ex
-    ex.kill_workers()
-    ex.shutdown(wait=True)
 
 
 def _assert_still_works(ex: AsyncProcessExecutor) -> None:
