@@ -36,7 +36,7 @@ class Params:
     startup_repeats_min: int = 3
     rss_n: int = 10_000_000  # aioexec: map(fn, range(rss_n), buffersize=rss_buffersize)
     rss_buffersize: int = 1_000
-    rss_chunksize: int = 1
+    rss_chunksize: int = 100  # 10M single-item tasks would take ~12 min; memory is the point
     rss_peer_n: int = 200_000  # peers: their map over range(rss_peer_n), no buffersize
     cancel_trials: int = 5  # cancellations per repeat (median of all)
     kill_task_s: float = 10.0  # how long the task running on the killed worker would sleep

@@ -86,7 +86,9 @@ class Engine:
     async def amap(self, fn: Callable[..., Any], items: Iterable[Any], chunksize: int) -> int:
         raise NotSupported(f"{self.name} has no async map")
 
-    async def buffered_map_count(self, fn: Callable[..., Any], n: int, buffersize: int) -> int:
+    async def buffered_map_count(
+        self, fn: Callable[..., Any], n: int, buffersize: int, chunksize: int = 1
+    ) -> int:
         raise NotSupported(f"{self.name} has no map(buffersize=...) on this Python")
 
     def submit_cancellable(self, fn: Callable[..., Any], *args: Any) -> Callable[[], bool]:
@@ -183,11 +185,13 @@ class AioexecEngine(_ExecutorEngine):
             count += 1
         return count
 
-    async def buffered_map_count(self, fn: Callable[..., Any], n: int, buffersize: int) -> int:
+    async def buffered_map_count(
+        self, fn: Callable[..., Any], n: int, buffersize: int, chunksize: int = 1
+    ) -> int:
         ex = self.ex
 
         def consume() -> int:
-            return sum(1 for _ in ex.map(fn, range(n), buffersize=buffersize))
+            return sum(1 for _ in ex.map(fn, range(n), buffersize=buffersize, chunksize=chunksize))
 
         return await asyncio.to_thread(consume)
 
@@ -205,13 +209,15 @@ class ProcessPoolEngine(_ExecutorEngine):
         ctx = multiprocessing.get_context(self.start_method)
         self.ex = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
 
-    async def buffered_map_count(self, fn: Callable[..., Any], n: int, buffersize: int) -> int:
+    async def buffered_map_count(
+        self, fn: Callable[..., Any], n: int, buffersize: int, chunksize: int = 1
+    ) -> int:
         ex = self.ex
         if "buffersize" not in inspect.signature(ex.map).parameters:
             raise NotSupported("ProcessPoolExecutor.map has no buffersize before Python 3.14")
 
         def consume() -> int:
-            return sum(1 for _ in ex.map(fn, range(n), buffersize=buffersize))
+            return sum(1 for _ in ex.map(fn, range(n), buffersize=buffersize, chunksize=chunksize))
 
         return await asyncio.to_thread(consume)
 

@@ -68,8 +68,10 @@ async def rss(engine: Engine, p: Params, repeats: int) -> Result:
         base = _rss_mb()
         try:
             t0 = time.perf_counter()
-            count = await engine.buffered_map_count(noop, p.rss_n, p.rss_buffersize)
-            n, how = p.rss_n, f"map(buffersize={p.rss_buffersize})"
+            count = await engine.buffered_map_count(
+                noop, p.rss_n, p.rss_buffersize, p.rss_chunksize
+            )
+            n, how = p.rss_n, f"map(buffersize={p.rss_buffersize}, chunksize={p.rss_chunksize})"
         except NotSupported:
             t0 = time.perf_counter()
             count = len(await engine.bulk_map(noop, range(p.rss_peer_n), p.rss_chunksize))
