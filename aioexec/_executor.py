@@ -67,6 +67,14 @@ def _at_interpreter_exit() -> None:
 threading._register_atexit(_at_interpreter_exit)  # type: ignore[attr-defined]
 
 
+def _failed_future(exc: BaseException) -> Future[Any]:
+    # Made here, not in submit()'s except block: there, the exception's traceback would hold
+    # submit()'s frame, whose locals would hold this future: a cycle only the gc can free.
+    failed: Future[Any] = Future()
+    failed.set_exception(exc)
+    return failed
+
+
 def _defined_in_main(fn: object) -> bool:
     return getattr(fn, "__module__", None) == "__main__"
 
@@ -197,9 +205,7 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
                     raise
                 call = cloudpickle_call(fn, args, kwargs)
         except Exception as exc:
-            failed: Future[Any] = Future()
-            failed.set_exception(exc)
-            return failed
+            return _failed_future(exc)
         is_async = is_coroutine_callable(fn)
         future: TaskFuture[Any] = TaskFuture(manager.cancel_running if is_async else None)
         with self._lock:

@@ -136,6 +136,9 @@ class Manager:
         finally:
             self._selector.close()
             self._wakeup.close()
+            # Break the cycle manager -> weakref -> its callback -> manager, so that a
+            # finished manager (and its Thread object) is freed without waiting for the gc.
+            self.executor_ref = None
             self._exited = True
             self._reject_inbox()
 
@@ -328,6 +331,7 @@ class Manager:
                 child.state = ChildState.READY
             return
         if kind is Kind.INIT_FAILED:
+            child.state = ChildState.RETIRING  # it exits by itself once it has logged
             exc = _outcome(frame, child.pid)[1]
             self._break(f"the initializer failed in child process {child.pid}: {exc!r}", exc)
             return
@@ -412,7 +416,10 @@ class Manager:
         for child in self._children.values():
             for task_id in list(child.running):
                 _fail(self._take_running(child, task_id), self._broken_error(cause))
-            if child.process.exitcode is None:
+            # A child still starting is left to finish (an initializer that failed there
+            # too must get to log it) and then stops on the STOP it is sent; a child that
+            # runs work is stopped now, since its tasks were failed.
+            if child.state is not ChildState.STARTING and child.process.exitcode is None:
                 child.process.terminate()
 
     def _broken_error(self, cause: BaseException | None) -> BrokenPoolError:
@@ -455,5 +462,8 @@ def _undeliverable(cause: BaseException, what: str) -> DeliveryError:
     error = DeliveryError(
         f"aioexec: {what} ({type(cause).__name__}: {cause}). Only this task failed."
     )
+    # Its traceback runs through this thread's frames, which hold the manager: dropped, so
+    # that a caller keeping the error does not keep the manager (and its thread) alive.
+    cause.__traceback__ = None
     error.__cause__ = cause
     return error
