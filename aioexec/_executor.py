@@ -14,11 +14,7 @@ this process (asyncio's own calls, and calls that cannot be pickled when ``fallb
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import multiprocessing
-import os
 import pickle
-import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -26,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self, override
 
@@ -37,12 +33,12 @@ from ._calls import (
     pickle_call,
     run_coroutine_function,
 )
-from ._child import ChildConfig
 from ._errors import BrokenPoolError
 from ._future import TaskFuture
-from ._manager import Manager, ManagerConfig, WorkItem
+from ._manager import Manager, WorkItem
 from ._mapping import AsyncMapIterator, check_map_arguments, map_results, prepare_map
-from ._scheduler import SchedulerSpec, make_scheduler
+from ._options import Fallback, resolve_options
+from ._scheduler import SchedulerSpec
 
 __all__ = ["AsyncProcessExecutor"]
 
@@ -84,20 +80,6 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _default_max_workers() -> int:
-    if hasattr(os, "process_cpu_count"):  # 3.13+
-        return os.process_cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _default_context() -> BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    method = "forkserver" if sys.platform == "linux" and "forkserver" in methods else "spawn"
-    return multiprocessing.get_context(method)
-
-
 class AsyncProcessExecutor(ThreadPoolExecutor):
     """A ``concurrent.futures`` executor whose workers are child processes running asyncio.
 
@@ -118,53 +100,24 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         child_concurrency: int = 16,
         scheduler: SchedulerSpec = "least-loaded",
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-        fallback: Literal["thread", "error", "cloudpickle"] = "thread",
+        fallback: Fallback = "thread",
     ) -> None:
         # ThreadPoolExecutor.__init__ is deliberately not called: see the module docstring.
-        if max_workers is None:
-            max_workers = _default_max_workers()
-        elif max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
-        if child_concurrency < 1:
-            raise ValueError("child_concurrency must be >= 1")
-        if fallback not in ("thread", "error", "cloudpickle"):
-            raise ValueError(
-                f"fallback must be 'thread', 'error' or 'cloudpickle', not {fallback!r}"
-            )
-        if fallback == "cloudpickle" and importlib.util.find_spec("cloudpickle") is None:
-            raise ValueError(
-                "fallback='cloudpickle' needs the cloudpickle package: "
-                "pip install 'aioexec-pool[cloudpickle]'"
-            )
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        if mp_context is None and max_tasks_per_child is not None:
-            # ProcessPoolExecutor's documented default for max_tasks_per_child.
-            ctx: BaseContext = multiprocessing.get_context("spawn")
-        else:
-            ctx = mp_context if mp_context is not None else _default_context()
-        if max_tasks_per_child is not None:
-            if not isinstance(max_tasks_per_child, int):
-                raise TypeError("max_tasks_per_child must be an integer")
-            if max_tasks_per_child <= 0:
-                raise ValueError("max_tasks_per_child must be >= 1")
-            if ctx.get_start_method() == "fork":
-                raise ValueError(
-                    "max_tasks_per_child is incompatible with the 'fork' multiprocessing "
-                    "start method; supply a different mp_context."
-                )
-        self._max_workers = max_workers
-        self._mp_context = ctx
+        self._config = resolve_options(
+            max_workers,
+            mp_context,
+            initializer,
+            initargs,
+            max_tasks_per_child,
+            child_concurrency,
+            scheduler,
+            loop_factory,
+            fallback,
+        )
+        self._max_workers = self._config.max_workers
+        self._mp_context = self._config.ctx
         self._fallback = fallback
         self._loop_factory = loop_factory
-        self._config = ManagerConfig(
-            ctx=ctx,
-            max_workers=max_workers,
-            child_concurrency=child_concurrency,
-            max_tasks_per_child=max_tasks_per_child,
-            scheduler=make_scheduler(scheduler),
-            child=ChildConfig(initializer, tuple(initargs), loop_factory),
-        )
         self._lock = threading.Lock()  # makes submit and shutdown atomic with each other
         self._shut_down = False
         self._manager: Manager | None = None  # started by the first task for a child

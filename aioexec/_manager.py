@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import pickle
 import selectors
 import threading
 import weakref
@@ -35,14 +34,13 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from ._answers import fail, outcome, undeliverable
 from ._calls import PickledCall
 from ._child import ChildConfig
 from ._errors import (
     BrokenPoolError,
     BrokenWorkerError,
-    DeliveryError,
     describe_exit,
-    load_exception,
 )
 from ._future import TaskFuture
 from ._pipeio import Wakeup
@@ -150,7 +148,7 @@ class Manager:
         futures += [item.future for q in (self._queued_async, self._queued_sync) for item in q]
         for future in futures:
             future.start_running()
-            _fail(future, self._broken_error(exc))
+            fail(future, self._broken_error(exc))
         for child in self._children.values():
             child.process.kill()
             child.process.join()
@@ -161,7 +159,7 @@ class Manager:
         while self._inbox:
             op, arg = self._inbox.popleft()
             if op == "submit" and arg.future.start_running():
-                _fail(arg.future, self._broken_error(None))
+                fail(arg.future, self._broken_error(None))
             elif op == "start_child":
                 arg.set()
 
@@ -332,7 +330,7 @@ class Manager:
             return
         if kind is Kind.INIT_FAILED:
             child.state = ChildState.RETIRING  # it exits by itself once it has logged
-            exc = _outcome(frame, child.pid)[1]
+            exc = outcome(frame, child.pid)[1]
             self._break(f"the initializer failed in child process {child.pid}: {exc!r}", exc)
             return
         if frame.task_id not in child.running:
@@ -342,10 +340,10 @@ class Manager:
         if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
             future.cancel()
             return
-        value, error = _outcome(frame, child.pid)
+        value, error = outcome(frame, child.pid)
         if kind is Kind.UNDELIVERABLE:
             assert error is not None
-            error = _undeliverable(
+            error = undeliverable(
                 error,
                 f"child process {child.pid} could not unpickle this task's function or arguments",
             )
@@ -380,7 +378,7 @@ class Manager:
                 f"aioexec: child process {child.pid} {how} {when}; the executor goes on with "
                 "a new child."
             )
-            _fail(self._take_running(child, task_id), error)
+            fail(self._take_running(child, task_id), error)
         self._forget(child)
 
     def _take_running(self, child: ChildProcess, task_id: int) -> TaskFuture[Any]:
@@ -415,7 +413,7 @@ class Manager:
         self._fail_queued()
         for child in self._children.values():
             for task_id in list(child.running):
-                _fail(self._take_running(child, task_id), self._broken_error(cause))
+                fail(self._take_running(child, task_id), self._broken_error(cause))
             # A child still starting is left to finish (an initializer that failed there
             # too must get to log it) and then stops on the STOP it is sent; a child that
             # runs work is stopped now, since its tasks were failed.
@@ -432,38 +430,4 @@ class Manager:
             while queue:
                 future = queue.popleft().future
                 if future.start_running():
-                    _fail(future, self._broken_error(None))
-
-
-def _fail(future: TaskFuture[Any], error: BaseException) -> None:
-    try:
-        future.set_exception(error)
-    except InvalidStateError:
-        pass
-
-
-def _outcome(frame: Frame, pid: int) -> tuple[Any, BaseException | None]:
-    """Unpickle a RESULT or an exception payload; a failure to unpickle becomes the error."""
-    try:
-        if frame.kind is Kind.RESULT:
-            return pickle.loads(frame.body, buffers=frame.buffers), None
-        return None, load_exception(frame.body)
-    except BaseException as exc:
-        what = "the result" if frame.kind is Kind.RESULT else "the exception"
-        return None, _undeliverable(
-            exc,
-            f"{what} of this task, sent by child process {pid}, could not be unpickled in the "
-            "parent; the classes of returned objects and exceptions must be importable and "
-            "picklable in this process too",
-        )
-
-
-def _undeliverable(cause: BaseException, what: str) -> DeliveryError:
-    error = DeliveryError(
-        f"aioexec: {what} ({type(cause).__name__}: {cause}). Only this task failed."
-    )
-    # Its traceback runs through this thread's frames, which hold the manager: dropped, so
-    # that a caller keeping the error does not keep the manager (and its thread) alive.
-    cause.__traceback__ = None
-    error.__cause__ = cause
-    return error
+                    fail(future, self._broken_error(None))
