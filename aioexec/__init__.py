@@ -3,17 +3,26 @@
 ``AsyncProcessExecutor`` sends each submitted call (a coroutine function or a plain function)
 to a child process; many coroutines run concurrently in each child's event loop. Results,
 exceptions and cancellations come back as futures. See the README for the contract.
+
+The names below are imported on first use (PEP 562): a child process imports this package
+only to reach ``aioexec._child``, and should not pay for the parent's side at start-up.
 """
 
-from ._errors import (
-    BrokenPoolError,
-    BrokenWorkerError,
-    DeliveryError,
-    RemoteError,
-    RemoteTraceback,
-)
-from ._executor import AsyncProcessExecutor
-from ._scheduler import LeastLoaded, RoundRobin, Scheduler
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._errors import (
+        BrokenPoolError,
+        BrokenWorkerError,
+        DeliveryError,
+        RemoteError,
+        RemoteTraceback,
+    )
+    from ._executor import AsyncProcessExecutor
+    from ._scheduler import LeastLoaded, RoundRobin, Scheduler
 
 __all__ = [
     "AsyncProcessExecutor",
@@ -28,3 +37,28 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_MODULE_OF = {
+    "AsyncProcessExecutor": "._executor",
+    "BrokenPoolError": "._errors",
+    "BrokenWorkerError": "._errors",
+    "DeliveryError": "._errors",
+    "RemoteError": "._errors",
+    "RemoteTraceback": "._errors",
+    "LeastLoaded": "._scheduler",
+    "RoundRobin": "._scheduler",
+    "Scheduler": "._scheduler",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups do not come here again
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
