@@ -139,10 +139,10 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         Returns a ``concurrent.futures.Future``; cancelling it while the coroutine runs
         cancels the coroutine in the child.
         """
-        self._check_open()
         if is_asyncio_internal(fn):
+            self._check_open()
             return self._submit_local(fn, args, kwargs)
-        manager = self._open_manager()
+        manager = self._open_manager()  # raises if shut down or broken
         self._start_child_unless_one_is_idle(manager)
         try:
             try:

@@ -238,7 +238,8 @@ class Manager:
             sync = child.sync_running
             if (child.in_flight - sync < limit) if is_async else (sync == 0):
                 candidates.append(child)
-                idle = idle or (child.in_flight == 0 if is_async else True)
+                # Idle: its plain-function slot is free, or (coroutines) it runs nothing.
+                idle = idle or not is_async or child.in_flight == 0
         if not idle and len(self._children) < self.config.max_workers:
             started = self._start_child_or_break()
             if started is None:
