@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from ._errors import add_note
+from ._protocol import dumps
 
 __all__ = [
     "PickledCall",
@@ -89,7 +90,7 @@ def pickle_call(
     the object that could not be pickled and says what to do."""
     buffers: list[pickle.PickleBuffer] = []
     try:
-        body = pickle.dumps((fn, args, kwargs), protocol=5, buffer_callback=buffers.append)
+        body = dumps((fn, args, kwargs), buffers, (*args, *kwargs.values()))
     except Exception as exc:
         raise add_note(exc, _explain_pickling_failure(fn, args, kwargs)) from None
     return PickledCall(body, [b.raw() for b in buffers])

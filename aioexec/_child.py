@@ -38,7 +38,7 @@ from typing import Any
 from ._calls import describe_callable
 from ._errors import dump_exception
 from ._pipeio import SCRATCH_SIZE, read_once, write_all
-from ._protocol import Chunk, Frame, FrameDecoder, Kind, OutBuffer, encode_frame
+from ._protocol import Chunk, Frame, FrameDecoder, Kind, OutBuffer, dumps, encode_frame
 
 __all__ = ["ORPHAN_GRACE", "ChildConfig", "main"]
 
@@ -95,6 +95,7 @@ class _Runtime:
         self._out = OutBuffer()
         self._flush_scheduled = False
         self._writer_registered = False
+        self._reading = False  # frames of one read are being handled (see _send)
         # task id -> the asyncio task (coroutines) or future (plain functions) running it
         self._tasks: dict[int, asyncio.Future[Any]] = {}
         self._sync_pool: ThreadPoolExecutor | None = None  # made on the first plain function
@@ -144,8 +145,15 @@ class _Runtime:
         if n == 0:
             self._on_parent_gone()
             return
-        while isinstance(frame := self._decoder.next_frame(), Frame):
-            self._on_frame(frame)
+        self._reading = True
+        try:
+            while isinstance(frame := self._decoder.next_frame(), Frame):
+                self._on_frame(frame)
+        finally:
+            self._reading = False
+        # Answers of tasks that ran eagerly to their end go out in one write, now.
+        if self._out and not self._flush_scheduled and not self._writer_registered:
+            self._flush()
 
     def _on_frame(self, frame: Frame) -> None:
         kind = frame.kind
@@ -171,9 +179,11 @@ class _Runtime:
             self._send(encode_frame(Kind.UNDELIVERABLE, task_id, payload))
             return
         if frame.kind is Kind.RUN_ASYNC:
-            task: asyncio.Future[Any] = self._loop.create_task(
-                self._run_coroutine(task_id, fn, args, kwargs)
+            task: asyncio.Future[Any] = _new_task(
+                self._loop, self._run_coroutine(task_id, fn, args, kwargs)
             )
+            if task.done():  # an eager task that never suspended: already answered
+                return
         else:
             if self._sync_pool is None:
                 self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="aioexec-child-sync")
@@ -196,7 +206,7 @@ class _Runtime:
             pieces = encode_frame(Kind.ERROR, task_id, dump_exception(exc))
         else:
             pieces = _pickle_result(task_id, fn, result)
-        del self._tasks[task_id]
+        self._tasks.pop(task_id, None)  # absent when the task ran eagerly to its end
         self._send(pieces)
 
     def _on_sync_done(self, future: asyncio.Future[tuple[int, list[Chunk]]]) -> None:
@@ -210,9 +220,15 @@ class _Runtime:
 
     def _send(self, pieces: list[Chunk]) -> None:
         self._out.append(pieces)
-        if not self._flush_scheduled and not self._writer_registered:
+        if self._reading or self._flush_scheduled or self._writer_registered:
+            return  # written at the end of the read, by the scheduled flush, or when writable
+        if self._tasks:
+            # Other tasks run: their answers may come in this same loop iteration, and
+            # one write for all of them saves the parent wake-ups.
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+        else:
+            self._flush()  # nothing else can join this write: answer now
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -271,10 +287,24 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+if sys.version_info >= (3, 12):
+
+    def _new_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
+        # Eager: the coroutine runs up to its first suspension now, so one that never
+        # suspends is answered without a trip through the loop's ready queue.
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
+
+else:
+
+    def _new_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
+        return loop.create_task(coro)
+
+
 def _pickle_result(task_id: int, fn: Callable[..., Any], result: object) -> list[Chunk]:
     buffers: list[pickle.PickleBuffer] = []
     try:
-        body = pickle.dumps(result, protocol=5, buffer_callback=buffers.append)
+        top = result if type(result) is tuple else (result,)
+        body = dumps(result, buffers, top)
     except BaseException as exc:
         note = (
             f"aioexec: the result of {describe_callable(fn)} ({type(result).__name__}) could "

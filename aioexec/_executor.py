@@ -163,7 +163,7 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         future: TaskFuture[Any] = TaskFuture(manager.cancel_running if is_async else None)
         with self._lock:
             self._check_open()
-            manager.post("submit", WorkItem(future, call, is_async))
+            manager.submit(WorkItem(future, call, is_async))
         return future
 
     def _open_manager(self) -> Manager:
@@ -178,7 +178,7 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         sees the children it asked for in ``_processes`` at once."""
         if threading.current_thread() is manager.thread:
             return  # a done-callback submitting from the manager thread: dispatch will do
-        if manager.tasks_ended.acquire(blocking=False):
+        if manager.take_ended_task():
             return
         if len(manager.children_snapshot) < self._max_workers:
             started = threading.Event()

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
+    FINISHED,
     PENDING,
     RUNNING,
 )
@@ -58,6 +59,11 @@ class TaskFuture(Future[T]):
         self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
+    @property
+    def cancels_remotely(self) -> bool:
+        """True for coroutine tasks, whose running coroutine ``cancel()`` can stop."""
+        return self._remote_cancel is not None
+
     def start_running(self) -> bool:
         """Move PENDING to RUNNING and return True; False if the future was cancelled."""
         with self._condition:
@@ -67,6 +73,35 @@ class TaskFuture(Future[T]):
             if self._state == CANCELLED:
                 self._notify_cancelled()
             return False
+
+    def settle(
+        self, result: Any, error: BaseException | None
+    ) -> list[Callable[[Future[Any]], object]] | None:
+        """``set_result``/``set_exception`` without running the done-callbacks: returns them
+        for the caller to run (see ``_completion``), or None if the future was already
+        cancelled or done (the outcome is then dropped)."""
+        with self._condition:
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
+                return None
+            if error is None:
+                self._result = result
+                for waiter in self._waiters:
+                    waiter.add_result(self)
+            else:
+                self._exception = error
+                for waiter in self._waiters:
+                    waiter.add_exception(self)
+            self._state = FINISHED
+            self._condition.notify_all()
+            return self._done_callbacks  # type: ignore[no-any-return]
+
+    def settle_cancelled(self) -> list[Callable[[Future[Any]], object]] | None:
+        """The child reports the task ended by cancellation: like :meth:`settle`."""
+        with self._condition:
+            if self._state not in (PENDING, RUNNING):
+                return None
+            self._notify_cancelled()
+            return self._done_callbacks  # type: ignore[no-any-return]
 
     def _notify_cancelled(self) -> None:
         # Straight to CANCELLED_AND_NOTIFIED: no executor step is left that would notify the

@@ -3,21 +3,28 @@
 Data flow::
 
     caller threads                      manager thread (this module)              child k
-    submit() -> post(("submit", item))  -> inbox -> queued_async / queued_sync
+    submit() -> Manager.submit(item):      (under the manager's lock)
+      a child has room, none queued:    ------------------ RUN frame ------------->  runs it
+      else post(("submit", item))       -> inbox -> queued_async / queued_sync
                + one wake-up byte          dispatch: scheduler picks a child
                                            with room -> RUN frame ------------->  runs it
     future.cancel() -> post("cancel")   -> CANCEL frame ---------------------->  task.cancel()
                                         <- RESULT / ERROR / CANCELLED frame  <--  one per task
-                                           future completed (thread-safe)
+                                           outcomes delivered after the lock
+                                           is released (``_completion``)
                                         <- process sentinel: child died: fail its tasks
 
-Callers never touch anything here but :meth:`Manager.post` (a deque append plus, when the
-manager is not already awake, one byte on the wake-up pipe). The manager sleeps in
-``selector.select()`` on: the wake-up pipe, each child's result pipe, each child's process
-sentinel, and a child's task pipe while it is full. Nothing polls and nothing sleeps.
+The scheduling state (queues, children, tasks in flight, the children's output buffers) is
+guarded by one lock. A submitting thread that finds a child with room writes the task's frame
+itself, so the common case costs no thread hop; everything else (starting children, queued
+work, answers, deaths, shutdown) is the manager thread's. Only the manager thread touches the
+selector. The manager sleeps in ``selector.select()`` on: the wake-up pipe, each child's
+result pipe, each child's process sentinel, and a child's task pipe while it is full.
+Nothing polls and nothing sleeps.
 
-One turn of :meth:`Manager._run`: handle ready descriptors, take the inbox, dispatch queued
-work, flush pipes, and stop once shut down with no work and no children left.
+One turn of :meth:`Manager._run`, under the lock: handle ready descriptors, take the inbox,
+dispatch queued work, flush pipes; then, without the lock, deliver the turn's outcomes; stop
+once shut down with no work and no children left.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ import selectors
 import threading
 import weakref
 from collections import deque
-from concurrent.futures import InvalidStateError
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -37,6 +43,7 @@ from typing import Any
 from ._answers import fail, outcome, undeliverable
 from ._calls import PickledCall
 from ._child import ChildConfig
+from ._completion import Completions
 from ._errors import (
     BrokenPoolError,
     BrokenWorkerError,
@@ -45,7 +52,7 @@ from ._errors import (
 from ._future import TaskFuture
 from ._pipeio import Wakeup
 from ._process import ChildProcess, ChildState
-from ._protocol import Frame, Kind, encode_frame
+from ._protocol import Chunk, Frame, Kind, encode_frame
 from ._scheduler import ChildId, Scheduler
 
 __all__ = ["Manager", "ManagerConfig", "WorkItem"]
@@ -86,9 +93,12 @@ class Manager:
         self.children_snapshot: dict[int, BaseProcess] = {}  # pid -> process, replaced whole
         self.executor_ref: weakref.ref[Any] | None = None  # its callback shuts us down
         self._exited = False  # the thread has ended; later posts are rejected at once
-        # Released once per answered task; submit() takes one instead of starting a child
+        # Guards everything below but the selector, and the ChildProcess objects.
+        self._lock = threading.Lock()
+        # Counts answered tasks; submit() takes one instead of starting a child
         # (ProcessPoolExecutor's _idle_worker_semaphore).
-        self.tasks_ended = threading.Semaphore(0)
+        self._tasks_ended = 0
+        self._completions = Completions()  # outcomes of this turn, delivered after the lock
         # -- manager thread only --
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup.read_fd, selectors.EVENT_READ, self._on_wakeup)
@@ -114,19 +124,52 @@ class Manager:
         """The remote-cancel hook of coroutine futures (see ``_future``)."""
         self.post("cancel", future)
 
+    def submit(self, item: WorkItem) -> None:
+        """Send the task to a child from this thread if one has room and no task of its kind
+        waits ahead of it; else queue it for the manager thread."""
+        with self._lock:
+            if self._send_now(item):
+                return
+        self.post("submit", item)
+
+    def take_ended_task(self) -> bool:
+        """Consume one "a task ended since" token (see ``_executor``); False if none."""
+        with self._lock:
+            if self._tasks_ended:
+                self._tasks_ended -= 1
+                return True
+            return False
+
+    def _send_now(self, item: WorkItem) -> bool:
+        if self._exited or self.broken is not None or self._shutting_down:
+            return False
+        if self._queued_async if item.is_async else self._queued_sync:
+            return False  # first come, first served
+        child = self._child_with_room(item.is_async, may_start=False)
+        if child is None:
+            return False
+        if item.future.start_running():  # else cancelled meanwhile: it never runs
+            if not child.send_now(self._task_frame(child, item)):
+                self._wakeup.notify()  # the pipe is full: the manager waits for room
+        return True
+
     # -- the loop -------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
             while True:
-                for key, _ in self._selector.select():
-                    key.data()
-                self._take_inbox()
-                self._dispatch()
-                if self._shutting_down:
-                    self._retire_idle_children()
-                self._flush()
-                if self._shutting_down and not self._children and not self._has_queued():
+                events = self._selector.select()
+                with self._lock:
+                    for key, _ in events:
+                        key.data()
+                    self._take_inbox()
+                    self._dispatch()
+                    if self._shutting_down:
+                        self._retire_idle_children()
+                    self._flush()
+                    done = self._shutting_down and not self._children and not self._has_queued()
+                self._completions.deliver()
+                if done:
                     break
         except BaseException as exc:
             _LOGGER.critical("aioexec: the manager thread failed", exc_info=True)
@@ -142,14 +185,16 @@ class Manager:
 
     def _crash(self, exc: BaseException) -> None:
         """Last resort after a bug in this thread: fail every future, kill every child."""
-        if self.broken is None:
-            self.broken = f"aioexec: the executor is broken: its manager thread failed: {exc!r}"
-        futures = [f for c in self._children.values() for f in c.running.values()]
-        futures += [item.future for q in (self._queued_async, self._queued_sync) for item in q]
+        with self._lock:
+            if self.broken is None:
+                self.broken = f"aioexec: the executor is broken: its manager thread failed: {exc!r}"
+            futures = [f for c in self._children.values() for f in c.running.values()]
+            futures += [item.future for q in (self._queued_async, self._queued_sync) for item in q]
+            children = list(self._children.values())
         for future in futures:
             future.start_running()
             fail(future, self._broken_error(exc))
-        for child in self._children.values():
+        for child in children:
             child.process.kill()
             child.process.join()
             child.close()
@@ -197,8 +242,10 @@ class Manager:
             elif op == "cancel_all":
                 self._cancel_queued()
                 for child in self._children.values():
-                    for future in list(child.running.values()):
-                        future.cancel()
+                    for future in child.running.values():
+                        if future.cancels_remotely:  # a running plain function cannot be
+                            self._completions.cancelled(future)
+                            self._send_cancel(future)
             elif op == "terminate":  # terminate_workers() / kill_workers()
                 for child in self._children.values():
                     # Process.terminate/kill skip a process already reaped (its pid may be
@@ -208,7 +255,7 @@ class Manager:
     def _cancel_queued(self) -> None:
         for queue in (self._queued_async, self._queued_sync):
             while queue:
-                queue.popleft().future.cancel()
+                self._completions.cancelled(queue.popleft().future)
 
     # -- dispatching ------------------------------------------------------------------------
 
@@ -221,14 +268,19 @@ class Manager:
                 if queue[0].future.cancelled():
                     queue.popleft()
                     continue
-                child = self._child_with_room(is_async)
+                child = self._child_with_room(is_async, may_start=True)
                 if child is None:
                     break
                 item = queue.popleft()
                 if item.future.start_running():
                     self._send_task(child, item)
 
-    def _child_with_room(self, is_async: bool) -> ChildProcess | None:
+    def _child_with_room(self, is_async: bool, may_start: bool) -> ChildProcess | None:
+        """A child that can take the task now, chosen by the scheduler; None if there is none.
+
+        When no child is idle and fewer than ``max_workers`` run, a new child is started
+        (``may_start``, manager thread only) or, from a submitting thread, None is returned
+        so that the manager thread decides."""
         limit = self.config.child_concurrency
         candidates = []
         idle = False
@@ -241,6 +293,8 @@ class Manager:
                 # Idle: its plain-function slot is free, or (coroutines) it runs nothing.
                 idle = idle or not is_async or child.in_flight == 0
         if not idle and len(self._children) < self.config.max_workers:
+            if not may_start:
+                return None
             started = self._start_child_or_break()
             if started is None:
                 return None
@@ -276,6 +330,10 @@ class Manager:
         return child
 
     def _send_task(self, child: ChildProcess, item: WorkItem) -> None:
+        child.send(self._task_frame(child, item))
+
+    def _task_frame(self, child: ChildProcess, item: WorkItem) -> list[Chunk]:
+        """Record the task as running on ``child``; return its frame."""
         task_id = self._next_task_id = self._next_task_id + 1
         item.future.task_id = task_id
         child.running[task_id] = item.future
@@ -283,11 +341,14 @@ class Manager:
             child.sync_running += 1
         self._running_on[task_id] = child
         kind = Kind.RUN_ASYNC if item.is_async else Kind.RUN_SYNC
-        child.send(encode_frame(kind, task_id, item.call.body, item.call.buffers))
+        frame = encode_frame(kind, task_id, item.call.body, item.call.buffers)
         child.tasks_sent += 1
         limit = self.config.max_tasks_per_child
         if limit is not None and child.tasks_sent >= limit:
-            self._retire(child)
+            # STOP follows the task: queued now, written with it or by the manager.
+            child.state = ChildState.RETIRING
+            frame = frame + encode_frame(Kind.STOP)
+        return frame
 
     def _send_cancel(self, future: TaskFuture[Any]) -> None:
         child = self._running_on.get(future.task_id)
@@ -337,9 +398,9 @@ class Manager:
         if frame.task_id not in child.running:
             return  # already failed: the executor broke while the child was answering
         future = self._take_running(child, frame.task_id)
-        self.tasks_ended.release()
+        self._tasks_ended += 1
         if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
-            future.cancel()
+            self._completions.cancelled(future)
             return
         value, error = outcome(frame, child.pid)
         if kind is Kind.UNDELIVERABLE:
@@ -348,13 +409,11 @@ class Manager:
                 error,
                 f"child process {child.pid} could not unpickle this task's function or arguments",
             )
-        try:
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
-        except InvalidStateError:
-            pass  # cancelled by the user meanwhile: the answer is dropped
+        # Dropped when the user cancelled the future meanwhile.
+        if error is None:
+            self._completions.result(future, value)
+        else:
+            self._completions.error(future, error)
 
     def _on_exit(self, child: ChildProcess) -> None:
         # Answers written just before the exit are still in the pipe: take them first.
@@ -379,14 +438,14 @@ class Manager:
                 f"aioexec: child process {child.pid} {how} {when}; the executor goes on with "
                 "a new child."
             )
-            fail(self._take_running(child, task_id), error)
+            self._completions.error(self._take_running(child, task_id), error)
         self._forget(child)
 
     def _take_running(self, child: ChildProcess, task_id: int) -> TaskFuture[Any]:
         """Forget a task that was answered or lost; return its future."""
         future = child.running.pop(task_id)
         del self._running_on[task_id]
-        if future._remote_cancel is None:
+        if not future.cancels_remotely:
             child.sync_running -= 1
         return future
 
@@ -414,7 +473,9 @@ class Manager:
         self._fail_queued()
         for child in self._children.values():
             for task_id in list(child.running):
-                fail(self._take_running(child, task_id), self._broken_error(cause))
+                self._completions.error(
+                    self._take_running(child, task_id), self._broken_error(cause)
+                )
             # A child still starting is left to finish (an initializer that failed there
             # too must get to log it) and then stops on the STOP it is sent; a child that
             # runs work is stopped now, since its tasks were failed.
@@ -431,4 +492,4 @@ class Manager:
             while queue:
                 future = queue.popleft().future
                 if future.start_running():
-                    fail(future, self._broken_error(None))
+                    self._completions.error(future, self._broken_error(None))

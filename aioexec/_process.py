@@ -84,6 +84,26 @@ class ChildProcess:
     def send(self, pieces: list[Chunk]) -> None:
         self.out.append(pieces)
 
+    def send_now(self, pieces: list[Chunk]) -> bool:
+        """Queue a frame and write what the pipe takes at once; False when some of it must
+        wait for the pipe to drain (the manager thread then watches it)."""
+        if self.write_blocked:
+            self.out.append(pieces)
+            return True  # the manager already waits for room
+        if not self.out and len(pieces) == 1:
+            piece = pieces[0]
+            try:
+                written = os.write(self.write_fd, piece)
+            except BlockingIOError:
+                written = 0
+            except OSError:  # EPIPE: the child died; its sentinel will tell the manager
+                return True
+            if written == len(piece):
+                return True
+            pieces = [memoryview(piece)[written:]]
+        self.out.append(pieces)
+        return self.flush()
+
     def flush(self) -> bool:
         """Write what the pipe takes; True when everything queued is written."""
         try:

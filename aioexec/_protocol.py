@@ -11,8 +11,9 @@ then the buffers themselves::
     |  u8  |  u8   |   u64   |   u64    |    u64 each      |  bytes  |     |         |
     +------+-------+---------+----------+------------------+---------+-----+---------+
 
-Pickle protocol 5 puts large binary payloads (numpy arrays, ``PickleBuffer``) out of band, so
-they are written straight from the object's memory (``os.writev`` of the pieces returned by
+Pickle protocol 5 puts large binary payloads (numpy arrays, ``PickleBuffer``, and here also
+large ``bytes`` arguments and results, see :func:`dumps`) out of band, so they are written
+straight from the object's memory (``os.writev`` of the pieces returned by
 :func:`encode_frame`) and read into one preallocated ``bytearray`` without another copy
 (:meth:`FrameDecoder.get_buffer`).
 
@@ -41,9 +42,11 @@ answer is what frees the task's slot in the child.
 from __future__ import annotations
 
 import enum
+import io
+import pickle
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, NamedTuple
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "Kind",
     "OutBuffer",
     "ProtocolError",
+    "dumps",
     "encode_frame",
 ]
 
@@ -75,8 +79,35 @@ _BUFLEN: Final = struct.Struct("<Q")
 # Kind(value) goes through EnumMeta.__call__, measurably slow on the hot path; a dict is not.
 _KINDS: Final = {int(k): k for k in Kind}
 
+#: Frames with a body up to this size and no out-of-band buffers are encoded as one piece.
+SMALL_FRAME: Final = 16 * 1024
 #: Bodies at least this large are read straight into their final buffer.
 DIRECT_READ_THRESHOLD: Final = 256 * 1024
+
+
+#: ``bytes`` at least this large, passed as an argument or returned, travel out of band:
+#: written to the pipe from the object's own memory instead of being copied into the pickle.
+OUT_OF_BAND_MIN: Final = 64 * 1024
+
+
+class _OutOfBandPickler(pickle.Pickler):
+    def reducer_override(self, obj: object) -> object:
+        if type(obj) is bytes and len(obj) >= OUT_OF_BAND_MIN:
+            return bytes, (pickle.PickleBuffer(obj),)
+        return NotImplemented
+
+
+def dumps(obj: object, buffers: list[pickle.PickleBuffer], top: Iterable[object]) -> bytes:
+    """Pickle ``obj`` with protocol 5, its out-of-band buffers appended to ``buffers``.
+
+    Large ``bytes`` among ``top`` (the call's arguments, or the result) go out of band too.
+    Only then does a Python-level pickler run: its per-object hook would slow every other
+    pickle down."""
+    if any(type(x) is bytes and len(x) >= OUT_OF_BAND_MIN for x in top):  # type: ignore[arg-type]
+        out = io.BytesIO()
+        _OutOfBandPickler(out, protocol=5, buffer_callback=buffers.append).dump(obj)
+        return out.getvalue()
+    return pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
 
 
 class ProtocolError(Exception):
@@ -105,7 +136,10 @@ Chunk = bytes | bytearray | memoryview
 def encode_frame(
     kind: Kind, task_id: int = 0, body: Chunk = b"", buffers: Sequence[Chunk] = ()
 ) -> list[Chunk]:
-    """Return the pieces of one frame, ready for ``os.writev`` (no payload is copied)."""
+    """Return the pieces of one frame, ready for ``os.writev`` (no large payload is copied;
+    a small frame is one ``bytes``, so that it costs one short write)."""
+    if not buffers and type(body) is bytes and len(body) <= SMALL_FRAME:
+        return [_HEADER.pack(kind, 0, task_id, len(body)) + body]
     lengths = [memoryview(b).nbytes for b in buffers]
     header = _HEADER.pack(kind, len(lengths), task_id, memoryview(body).nbytes)
     if lengths:

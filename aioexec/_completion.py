@@ -1,0 +1,110 @@
+"""How outcomes reach futures: collected under the manager's lock, delivered after it, batched.
+
+Neighbours: ``_manager`` records every outcome of a turn here (answers from children, tasks
+failed by a dead child or a broken executor) and calls :meth:`Completions.deliver` once it
+has released its lock; ``_future.TaskFuture.settle`` changes a future's state without running
+its callbacks, so that they run here.
+
+Why not ``future.set_result()`` in the manager thread, as ``ProcessPoolExecutor`` does: most
+callers await through asyncio (``loop.run_in_executor``, ``asyncio.wrap_future``, ``ex.run``),
+and each such future carries asyncio's bridge callback, which would write one byte to the
+event loop's self-pipe per result. Every such ``send()`` releases the GIL in the middle of
+the manager's work, so the loop thread and the manager hand the GIL back and forth once per
+result. Here the bridges of one turn go to each event loop as ONE ``call_soon_threadsafe``;
+the loop then copies the outcomes into its asyncio futures itself, exactly as the bridge's
+scheduled callback would have. Other callbacks run in the manager thread, as before, but
+outside the lock, so that a callback may submit work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ._future import TaskFuture
+
+__all__ = ["Completions"]
+
+_LOGGER = logging.getLogger("concurrent.futures")
+# asyncio.futures._chain_future's callback on the concurrent future, in Python 3.10 to 3.13.
+_BRIDGE = "_chain_future.<locals>._call_set_state"
+_BRIDGE_CELLS = ("_set_state", "dest_loop", "destination")
+
+_SetState = Callable[[Any, TaskFuture[Any]], None]
+_Copy = tuple[_SetState, Any, TaskFuture[Any]]  # set_state(destination, source)
+
+
+def _bridge(fn: Callable[..., Any]) -> tuple[asyncio.AbstractEventLoop, _SetState, Any] | None:
+    """For asyncio's wrap_future callback: its event loop, and what it would schedule there
+    (``set_state(destination, source)``); None for any other callback."""
+    if getattr(fn, "__qualname__", None) != _BRIDGE:
+        return None
+    try:
+        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True))
+        set_state, loop, destination = (cells[name].cell_contents for name in _BRIDGE_CELLS)
+    except (AttributeError, KeyError, ValueError, TypeError):
+        return None  # another asyncio: run it as a plain callback
+    if not isinstance(loop, asyncio.AbstractEventLoop):
+        return None
+    return loop, set_state, destination
+
+
+def _copy_outcomes(loop: asyncio.AbstractEventLoop, copies: list[_Copy]) -> None:
+    """In the event loop's thread: what each bridge's scheduled callback would have done."""
+    for set_state, destination, source in copies:
+        try:
+            set_state(destination, source)
+        except Exception as exc:
+            loop.call_exception_handler(
+                {"message": "aioexec: copying a result into its asyncio future", "exception": exc}
+            )
+
+
+class Completions:
+    """The outcomes of one manager turn, delivered in order once the lock is released."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: list[tuple[TaskFuture[Any], Any, BaseException | None, bool]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def result(self, future: TaskFuture[Any], value: Any) -> None:
+        self._items.append((future, value, None, False))
+
+    def error(self, future: TaskFuture[Any], error: BaseException) -> None:
+        self._items.append((future, None, error, False))
+
+    def cancelled(self, future: TaskFuture[Any]) -> None:
+        self._items.append((future, None, None, True))
+
+    def deliver(self) -> None:
+        """Settle every future, run plain callbacks, and hand each event loop its batch."""
+        items, self._items = self._items, []
+        per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]] = {}
+        for future, value, error, cancelled in items:
+            callbacks = future.settle_cancelled() if cancelled else future.settle(value, error)
+            for fn in callbacks or ():
+                bridge = _bridge(fn)
+                if bridge is None:
+                    _run_callback(fn, future)
+                else:
+                    loop, set_state, destination = bridge
+                    per_loop.setdefault(loop, []).append((set_state, destination, future))
+        for loop, copies in per_loop.items():
+            try:
+                loop.call_soon_threadsafe(_copy_outcomes, loop, copies)
+            except RuntimeError:
+                pass  # the loop is closed: nobody can await its futures any more
+
+
+def _run_callback(fn: Callable[[TaskFuture[Any]], object], future: TaskFuture[Any]) -> None:
+    # As concurrent.futures.Future._invoke_callbacks does.
+    try:
+        fn(future)
+    except Exception:
+        _LOGGER.exception("exception calling callback for %r", future)
