@@ -22,10 +22,9 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from ._errors import add_note
-from ._protocol import dumps
+from ._protocol import Payload, dumps, out_of_band, out_of_band_kwargs
 
 __all__ = [
-    "PickledCall",
     "cloudpickle_call",
     "describe_callable",
     "is_asyncio_internal",
@@ -69,47 +68,35 @@ def describe_callable(fn: object) -> str:
     return f"{module}.{name}" if module else str(name)
 
 
-class PickledCall:
-    """``(fn, args, kwargs)`` pickled with protocol 5: main bytes plus out-of-band buffers.
-
-    The buffers still point into the caller's objects (no copy) until the manager writes
-    them to the child's pipe.
-    """
-
-    __slots__ = ("body", "buffers")
-
-    def __init__(self, body: bytes, buffers: list[memoryview]) -> None:
-        self.body = body
-        self.buffers = buffers
-
-
-def pickle_call(
-    fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> PickledCall:
+def pickle_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Payload:
     """Pickle a call for a child; on failure, raise the pickling error with a note that names
-    the object that could not be pickled and says what to do."""
-    buffers: list[pickle.PickleBuffer] = []
-    try:
-        body = dumps((fn, args, kwargs), buffers, (*args, *kwargs.values()))
-    except Exception as exc:
-        raise add_note(exc, _explain_pickling_failure(fn, args, kwargs)) from None
-    return PickledCall(body, [b.raw() for b in buffers])
+    the object that could not be pickled and says what to do.
+
+    The out-of-band buffers still point into the caller's objects (no copy) until the
+    call is written to the child's pipe."""
+    return _pickle_call(fn, args, kwargs, pickle)
 
 
 def cloudpickle_call(
     fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> PickledCall:
+) -> Payload:
     """Pickle a call with cloudpickle, which sends lambdas, nested functions and functions of
     ``__main__`` by value (``fallback="cloudpickle"``). The child unpickles it with the
     standard ``pickle``; it needs cloudpickle installed too."""
     import cloudpickle  # an optional extra: imported only when this fallback is used
 
-    buffers: list[pickle.PickleBuffer] = []
+    return _pickle_call(fn, args, kwargs, cloudpickle)
+
+
+def _pickle_call(
+    fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], pickler: Any
+) -> Payload:
     try:
-        body = cloudpickle.dumps((fn, args, kwargs), protocol=5, buffer_callback=buffers.append)
+        sent_args, wrapped = out_of_band(tuple(args))
+        sent_kwargs, wrapped_kwargs = out_of_band_kwargs(dict(kwargs))
+        return dumps((fn, sent_args, sent_kwargs), wrapped + wrapped_kwargs, pickler)
     except Exception as exc:
-        raise add_note(exc, _explain_pickling_failure(fn, args, kwargs, cloudpickle)) from None
-    return PickledCall(body, [b.raw() for b in buffers])
+        raise add_note(exc, _explain_pickling_failure(fn, args, kwargs, pickler)) from None
 
 
 def _unpicklable_part(

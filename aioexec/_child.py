@@ -30,15 +30,16 @@ import pickle
 import signal
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._calls import describe_callable
 from ._errors import dump_exception
 from ._pipeio import SCRATCH_SIZE, read_once, write_all
-from ._protocol import Chunk, Frame, FrameDecoder, Kind, OutBuffer, dumps, encode_frame
+from ._protocol import Chunk, Frame, FrameDecoder, Kind, OutBuffer, dumps, encode_frame, out_of_band
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["ORPHAN_GRACE", "ChildConfig", "main"]
 
@@ -47,8 +48,7 @@ ORPHAN_GRACE = 2.0
 _LOGGER = logging.getLogger("concurrent.futures")
 
 
-@dataclass(frozen=True)
-class ChildConfig:
+class ChildConfig(NamedTuple):  # not a dataclass: the child would import dataclasses for it
     initializer: Callable[..., object] | None
     initargs: tuple[Any, ...]
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
@@ -186,6 +186,9 @@ class _Runtime:
                 return
         else:
             if self._sync_pool is None:
+                # Imported here: a child that runs only coroutines never needs it.
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="aioexec-child-sync")
             task = self._loop.run_in_executor(
                 self._sync_pool, _call_and_pickle, task_id, fn, args, kwargs
@@ -301,10 +304,12 @@ else:
 
 
 def _pickle_result(task_id: int, fn: Callable[..., Any], result: object) -> list[Chunk]:
-    buffers: list[pickle.PickleBuffer] = []
     try:
-        top = result if type(result) is tuple else (result,)
-        body = dumps(result, buffers, top)
+        if type(result) is tuple:
+            sent, wrapped = out_of_band(result)
+        else:
+            (sent,), wrapped = out_of_band((result,))
+        payload = dumps(sent, wrapped)
     except BaseException as exc:
         note = (
             f"aioexec: the result of {describe_callable(fn)} ({type(result).__name__}) could "
@@ -312,7 +317,7 @@ def _pickle_result(task_id: int, fn: Callable[..., Any], result: object) -> list
             "(no locks, sockets, open files, generators or lambdas)."
         )
         return encode_frame(Kind.ERROR, task_id, dump_exception(exc, note))
-    return encode_frame(Kind.RESULT, task_id, body, [b.raw() for b in buffers])
+    return encode_frame(Kind.RESULT, task_id, *payload)
 
 
 def _call_and_pickle(

@@ -32,8 +32,10 @@ _LOGGER = logging.getLogger("concurrent.futures")
 _BRIDGE = "_chain_future.<locals>._call_set_state"
 _BRIDGE_CELLS = ("_set_state", "dest_loop", "destination")
 
+_Callback = Callable[[TaskFuture[Any]], object]
 _SetState = Callable[[Any, TaskFuture[Any]], None]
-_Copy = tuple[_SetState, Any, TaskFuture[Any]]  # set_state(destination, source)
+# set_state(destination, source), and the bridge callback itself (the fallback)
+_Copy = tuple[_SetState, Any, TaskFuture[Any], _Callback]
 
 
 def _bridge(fn: Callable[..., Any]) -> tuple[asyncio.AbstractEventLoop, _SetState, Any] | None:
@@ -53,7 +55,7 @@ def _bridge(fn: Callable[..., Any]) -> tuple[asyncio.AbstractEventLoop, _SetStat
 
 def _copy_outcomes(loop: asyncio.AbstractEventLoop, copies: list[_Copy]) -> None:
     """In the event loop's thread: what each bridge's scheduled callback would have done."""
-    for set_state, destination, source in copies:
+    for set_state, destination, source, _ in copies:
         try:
             set_state(destination, source)
         except Exception as exc:
@@ -94,15 +96,18 @@ class Completions:
                     _run_callback(fn, future)
                 else:
                     loop, set_state, destination = bridge
-                    per_loop.setdefault(loop, []).append((set_state, destination, future))
+                    per_loop.setdefault(loop, []).append((set_state, destination, future, fn))
         for loop, copies in per_loop.items():
             try:
                 loop.call_soon_threadsafe(_copy_outcomes, loop, copies)
-            except RuntimeError:
-                pass  # the loop is closed: nobody can await its futures any more
+            except Exception:
+                # Closed (or a loop that refuses): each bridge does what it always does
+                # then; for a closed loop, that is nothing.
+                for *_, source, bridge_fn in copies:
+                    _run_callback(bridge_fn, source)
 
 
-def _run_callback(fn: Callable[[TaskFuture[Any]], object], future: TaskFuture[Any]) -> None:
+def _run_callback(fn: _Callback, future: TaskFuture[Any]) -> None:
     # As concurrent.futures.Future._invoke_callbacks does.
     try:
         fn(future)

@@ -93,7 +93,7 @@ class TaskFuture(Future[T]):
                     waiter.add_exception(self)
             self._state = FINISHED
             self._condition.notify_all()
-            return self._done_callbacks  # type: ignore[no-any-return]
+            return self._done_callbacks  # type: ignore[attr-defined,no-any-return]
 
     def settle_cancelled(self) -> list[Callable[[Future[Any]], object]] | None:
         """The child reports the task ended by cancellation: like :meth:`settle`."""
@@ -101,7 +101,7 @@ class TaskFuture(Future[T]):
             if self._state not in (PENDING, RUNNING):
                 return None
             self._notify_cancelled()
-            return self._done_callbacks  # type: ignore[no-any-return]
+            return self._done_callbacks  # type: ignore[attr-defined,no-any-return]
 
     def _notify_cancelled(self) -> None:
         # Straight to CANCELLED_AND_NOTIFIED: no executor step is left that would notify the

@@ -41,7 +41,6 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ._answers import fail, outcome, undeliverable
-from ._calls import PickledCall
 from ._child import ChildConfig
 from ._completion import Completions
 from ._errors import (
@@ -52,7 +51,7 @@ from ._errors import (
 from ._future import TaskFuture
 from ._pipeio import Wakeup
 from ._process import ChildProcess, ChildState
-from ._protocol import Chunk, Frame, Kind, encode_frame
+from ._protocol import Chunk, Frame, Kind, Payload, encode_frame
 from ._scheduler import ChildId, Scheduler
 
 __all__ = ["Manager", "ManagerConfig", "WorkItem"]
@@ -75,7 +74,7 @@ class WorkItem:
 
     __slots__ = ("call", "future", "is_async")
 
-    def __init__(self, future: TaskFuture[Any], call: PickledCall, is_async: bool) -> None:
+    def __init__(self, future: TaskFuture[Any], call: Payload, is_async: bool) -> None:
         self.future = future
         self.call = call
         self.is_async = is_async
@@ -148,9 +147,10 @@ class Manager:
         child = self._child_with_room(item.is_async, may_start=False)
         if child is None:
             return False
-        if item.future.start_running():  # else cancelled meanwhile: it never runs
-            if not child.send_now(self._task_frame(child, item)):
-                self._wakeup.notify()  # the pipe is full: the manager waits for room
+        # A future cancelled meanwhile is dropped: it never runs. A full pipe is left to the
+        # manager thread, which waits for room.
+        if item.future.start_running() and not child.send_now(self._task_frame(child, item)):
+            self._wakeup.notify()
         return True
 
     # -- the loop -------------------------------------------------------------------------
@@ -341,7 +341,8 @@ class Manager:
             child.sync_running += 1
         self._running_on[task_id] = child
         kind = Kind.RUN_ASYNC if item.is_async else Kind.RUN_SYNC
-        frame = encode_frame(kind, task_id, item.call.body, item.call.buffers)
+        call = item.call
+        frame = encode_frame(kind, task_id, call.body, call.buffers, call.copied)
         child.tasks_sent += 1
         limit = self.config.max_tasks_per_child
         if limit is not None and child.tasks_sent >= limit:

@@ -12,7 +12,7 @@ then the buffers themselves::
     +------+-------+---------+----------+------------------+---------+-----+---------+
 
 Pickle protocol 5 puts large binary payloads (numpy arrays, ``PickleBuffer``, and here also
-large ``bytes`` arguments and results, see :func:`dumps`) out of band, so they are written
+large ``bytes`` arguments and results, see :func:`out_of_band`) out of band, so they are written
 straight from the object's memory (``os.writev`` of the pieces returned by
 :func:`encode_frame`) and read into one preallocated ``bytearray`` without another copy
 (:meth:`FrameDecoder.get_buffer`).
@@ -42,12 +42,11 @@ answer is what frees the task's slot in the child.
 from __future__ import annotations
 
 import enum
-import io
 import pickle
 import struct
 from collections import deque
-from collections.abc import Iterable, Sequence
-from typing import Final, NamedTuple
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "NEED_DATA",
@@ -55,9 +54,12 @@ __all__ = [
     "FrameDecoder",
     "Kind",
     "OutBuffer",
+    "Payload",
     "ProtocolError",
     "dumps",
     "encode_frame",
+    "out_of_band",
+    "out_of_band_kwargs",
 ]
 
 
@@ -74,7 +76,10 @@ class Kind(enum.IntEnum):
     UNDELIVERABLE = 15
 
 
-_HEADER: Final = struct.Struct("<BBQQ")  # kind, nbufs, task id, main length
+_HEADER: Final = struct.Struct("<BBQQ")  # kind | flags, nbufs, task id, main length
+# Flag on the kind byte: every out-of-band buffer of the frame is copied when it is unpickled
+# (see _OutOfBand), so the receiver may read the frame into memory it reuses afterwards.
+_COPIED: Final = 0x80
 _BUFLEN: Final = struct.Struct("<Q")
 # Kind(value) goes through EnumMeta.__call__, measurably slow on the hot path; a dict is not.
 _KINDS: Final = {int(k): k for k in Kind}
@@ -83,6 +88,8 @@ _KINDS: Final = {int(k): k for k in Kind}
 SMALL_FRAME: Final = 16 * 1024
 #: Bodies at least this large are read straight into their final buffer.
 DIRECT_READ_THRESHOLD: Final = 256 * 1024
+#: The largest body a decoder keeps a reusable buffer for (see ``_COPIED``).
+REUSE_MAX: Final = 64 * 1024 * 1024
 
 
 #: ``bytes`` at least this large, passed as an argument or returned, travel out of band:
@@ -90,24 +97,55 @@ DIRECT_READ_THRESHOLD: Final = 256 * 1024
 OUT_OF_BAND_MIN: Final = 64 * 1024
 
 
-class _OutOfBandPickler(pickle.Pickler):
-    def reducer_override(self, obj: object) -> object:
-        if type(obj) is bytes and len(obj) >= OUT_OF_BAND_MIN:
-            return bytes, (pickle.PickleBuffer(obj),)
-        return NotImplemented
+class _OutOfBand:
+    """Stands in for a large ``bytes`` while pickling: it travels out of band (the C pickler
+    never lets a ``reducer_override`` see a ``bytes``) and unpickles as the ``bytes``."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: object) -> tuple[type[bytes], tuple[pickle.PickleBuffer]]:
+        return bytes, (pickle.PickleBuffer(self.data),)
 
 
-def dumps(obj: object, buffers: list[pickle.PickleBuffer], top: Iterable[object]) -> bytes:
-    """Pickle ``obj`` with protocol 5, its out-of-band buffers appended to ``buffers``.
+def _is_large_bytes(value: object) -> bool:
+    return type(value) is bytes and len(value) >= OUT_OF_BAND_MIN
 
-    Large ``bytes`` among ``top`` (the call's arguments, or the result) go out of band too.
-    Only then does a Python-level pickler run: its per-object hook would slow every other
-    pickle down."""
-    if any(type(x) is bytes and len(x) >= OUT_OF_BAND_MIN for x in top):  # type: ignore[arg-type]
-        out = io.BytesIO()
-        _OutOfBandPickler(out, protocol=5, buffer_callback=buffers.append).dump(obj)
-        return out.getvalue()
-    return pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+
+def out_of_band(values: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
+    """``values`` with each large ``bytes`` wrapped so that it is sent out of band, and how
+    many were wrapped."""
+    wrapped = sum(map(_is_large_bytes, values))
+    if not wrapped:
+        return values, 0
+    return tuple(_OutOfBand(v) if _is_large_bytes(v) else v for v in values), wrapped
+
+
+def out_of_band_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Like :func:`out_of_band`, for keyword arguments."""
+    wrapped = sum(map(_is_large_bytes, kwargs.values()))
+    if not wrapped:
+        return kwargs, 0
+    return {k: _OutOfBand(v) if _is_large_bytes(v) else v for k, v in kwargs.items()}, wrapped
+
+
+class Payload(NamedTuple):
+    """A pickled object: the main pickle, its out-of-band buffers, and whether unpickling
+    copies every one of them (the frame's ``copied`` flag)."""
+
+    body: bytes
+    buffers: list[memoryview]
+    copied: bool
+
+
+def dumps(obj: object, wrapped: int = 0, pickler: Any = pickle) -> Payload:
+    """Pickle ``obj`` with protocol 5; ``wrapped``: how many :func:`out_of_band` wrappers it
+    holds (when they are all its out-of-band buffers, the receiver may reuse its memory)."""
+    buffers: list[pickle.PickleBuffer] = []
+    body = pickler.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return Payload(body, [b.raw() for b in buffers], len(buffers) == wrapped)
 
 
 class ProtocolError(Exception):
@@ -124,6 +162,9 @@ NEED_DATA: Final = _NeedData()
 
 
 class Frame(NamedTuple):
+    """One decoded frame. The body and buffers of a frame sent with ``copied`` may point into
+    memory the decoder reuses: unpickle them before taking the next frame."""
+
     kind: Kind
     task_id: int
     body: memoryview  # the main pickle
@@ -134,14 +175,19 @@ Chunk = bytes | bytearray | memoryview
 
 
 def encode_frame(
-    kind: Kind, task_id: int = 0, body: Chunk = b"", buffers: Sequence[Chunk] = ()
+    kind: Kind,
+    task_id: int = 0,
+    body: Chunk = b"",
+    buffers: Sequence[Chunk] = (),
+    copied: bool = False,
 ) -> list[Chunk]:
     """Return the pieces of one frame, ready for ``os.writev`` (no large payload is copied;
     a small frame is one ``bytes``, so that it costs one short write)."""
     if not buffers and type(body) is bytes and len(body) <= SMALL_FRAME:
         return [_HEADER.pack(kind, 0, task_id, len(body)) + body]
     lengths = [memoryview(b).nbytes for b in buffers]
-    header = _HEADER.pack(kind, len(lengths), task_id, memoryview(body).nbytes)
+    flags = _COPIED if copied and buffers else 0
+    header = _HEADER.pack(kind | flags, len(lengths), task_id, memoryview(body).nbytes)
     if lengths:
         header += b"".join(_BUFLEN.pack(n) for n in lengths)
     pieces: list[Chunk] = [header]
@@ -163,8 +209,12 @@ class FrameDecoder:
         self._buf = bytearray()  # unparsed bytes: headers, small bodies, following frames
         self._pos = 0  # where the unparsed part of _buf starts
         # The frame whose header is parsed and whose body is still arriving, if any:
-        self._head: tuple[Kind, int, int, list[int]] | None = None  # kind, id, main, buflens
-        self._body: bytearray | None = None  # its preallocated body (large frames only)
+        # kind, id, main length, buffer lengths, flags
+        self._head: tuple[Kind, int, int, list[int], int] | None = None
+        self._body: bytearray | memoryview | None = None  # its body, read directly (large)
+        # Reused for the bodies of _COPIED frames: fresh memory for every large frame costs
+        # more in page faults than the copy itself.
+        self._spare = bytearray()
         self._filled = 0  # bytes of _body already received
 
     def receive_data(self, data: Chunk) -> None:
@@ -190,7 +240,7 @@ class FrameDecoder:
         if self._head is None and not self._parse_head():
             return NEED_DATA
         assert self._head is not None
-        kind, task_id, main_len, buflens = self._head
+        kind, task_id, main_len, buflens, flags = self._head
         total = main_len + sum(buflens)
         if self._body is not None:
             if self._filled < total:
@@ -200,7 +250,7 @@ class FrameDecoder:
         else:
             if len(self._buf) - self._pos < total:
                 if total >= DIRECT_READ_THRESHOLD:
-                    self._start_direct_body(total)
+                    self._start_direct_body(total, reuse=bool(flags & _COPIED))
                 return NEED_DATA
             with memoryview(self._buf) as view:  # released before _compact resizes _buf
                 body = memoryview(bytes(view[self._pos : self._pos + total]))
@@ -219,7 +269,7 @@ class FrameDecoder:
         if avail < _HEADER.size:
             return False
         value, nbufs, task_id, main_len = _HEADER.unpack_from(self._buf, self._pos)
-        kind = _KINDS.get(value)
+        kind = _KINDS.get(value & ~_COPIED)
         if kind is None:
             raise ProtocolError(f"unknown frame kind {value} at stream offset {self._pos}")
         need = _HEADER.size + nbufs * _BUFLEN.size
@@ -230,11 +280,17 @@ class FrameDecoder:
             _BUFLEN.unpack_from(self._buf, start + i * _BUFLEN.size)[0] for i in range(nbufs)
         ]
         self._pos += need
-        self._head = (kind, task_id, main_len, buflens)
+        self._head = (kind, task_id, main_len, buflens, value & _COPIED)
         return True
 
-    def _start_direct_body(self, total: int) -> None:
-        self._body = bytearray(total)
+    def _start_direct_body(self, total: int, reuse: bool) -> None:
+        if not reuse or total > REUSE_MAX:
+            self._body = bytearray(total)
+        else:
+            if len(self._spare) < total:
+                # A new one, not a resize: views of the old one may still be alive.
+                self._spare = bytearray(total)
+            self._body = memoryview(self._spare)[:total]
         already = self._buf[self._pos :]
         self._body[: len(already)] = already
         self._filled = len(already)

@@ -13,6 +13,7 @@ installed, a PNG of the ratios next to it.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import datetime
 import json
@@ -216,8 +217,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def compile_bytecode() -> None:
+    """Byte-compile aioexec and the benchmark modules before any child starts.
+
+    A spawned child imports both; without ``.pyc`` files (an editable install, or
+    ``PYTHONDONTWRITEBYTECODE`` set, as on CI machines) every child would compile them from
+    source at start-up, which an installed wheel never does (pip compiles at install time).
+    The standard library and the peers are installed, so they are compiled already."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("aioexec")
+    dirs = [ROOT / "benchmarks"]
+    if spec is not None and spec.origin is not None:
+        dirs.append(Path(spec.origin).parent)
+    for directory in dirs:
+        compileall.compile_dir(directory, quiet=1, maxlevels=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    compile_bytecode()
     now = datetime.datetime.now()
     py = platform.python_version()
     meta: dict[str, Any] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import time
 
 
@@ -165,3 +166,28 @@ async def async_double_or_fail(x: int) -> int:
     if x < 0:
         raise ValueError(f"negative input {x}")
     return 2 * x
+
+
+class KeepsItsBuffer:
+    """Pickles its data out of band and, unpickled, keeps the received buffer itself (no
+    copy), as zero-copy containers such as numpy arrays do."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: object) -> tuple[object, tuple[object]]:
+        return KeepsItsBuffer, (pickle.PickleBuffer(self.data),)
+
+
+def echo(value: object) -> object:
+    return value
+
+
+async def async_echo_many(*values: object, **named: object) -> tuple[object, ...]:
+    """Return the positional arguments, then the keyword arguments' values in order."""
+    return (*values, *named.values())
+
+
+async def async_has_current_task() -> bool:
+    """Whether asyncio.current_task() knows the running coroutine (eager start included)."""
+    return asyncio.current_task() is not None

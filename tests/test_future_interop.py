@@ -160,3 +160,59 @@ def test_child_death_after_a_running_coroutine_was_cancelled_leaves_the_executor
         time.sleep(0.01)
     assert ex.submit(helpers.async_double, 2).result(TIMEOUT) == 4
     assert victim.cancelled()
+
+
+def test_a_done_callback_may_submit_more_work(shared_executor: AsyncProcessExecutor) -> None:
+    # Callbacks run in the manager thread, after it released its lock: submitting from one
+    # must neither deadlock nor be refused.
+    chained: Future[Future[int]] = Future()
+
+    def submit_next(done: Future[int]) -> None:
+        chained.set_result(shared_executor.submit(helpers.async_double, done.result()))
+
+    shared_executor.submit(helpers.async_double, 5).add_done_callback(submit_next)
+    assert chained.result(TIMEOUT).result(TIMEOUT) == 20
+
+
+def test_many_event_loops_in_threads_each_get_their_own_results(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    async def gather_doubles(base: int) -> list[int]:
+        loop = asyncio.get_running_loop()
+        calls = [
+            loop.run_in_executor(shared_executor, helpers.async_double, base + i)
+            for i in range(200)
+        ]
+        return await asyncio.wait_for(asyncio.gather(*calls), TIMEOUT)
+
+    with concurrent.futures.ThreadPoolExecutor(3) as threads:
+        runs = [threads.submit(asyncio.run, gather_doubles(1000 * k)) for k in range(3)]
+        for k, run in enumerate(runs):
+            assert run.result(TIMEOUT) == [2 * (1000 * k + i) for i in range(200)]
+
+
+def test_a_result_for_an_event_loop_that_closed_meanwhile_is_dropped_quietly(
+    shared_executor: AsyncProcessExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    started: list[asyncio.Future[object]] = []
+
+    async def leave_without_awaiting() -> None:
+        # A plain function cannot be cancelled once it runs: it finishes after the loop closed.
+        loop = asyncio.get_running_loop()
+        started.append(loop.run_in_executor(shared_executor, helpers.sleep, 0.3, "late"))
+        await asyncio.sleep(0.1)
+
+    asyncio.run(leave_without_awaiting())
+    assert shared_executor.submit(helpers.double, 21).result(TIMEOUT) == 42
+    concurrent.futures.wait(
+        [shared_executor.submit(helpers.sleep, 0.3) for _ in range(2)], timeout=TIMEOUT
+    )
+    assert "manager thread failed" not in caplog.text
+    assert shared_executor.submit(helpers.async_double, 4).result(TIMEOUT) == 8
+
+
+def test_a_coroutine_knows_its_task_from_its_first_step(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    # On 3.12+ tasks start eagerly in the child; asyncio.current_task() must still work.
+    assert shared_executor.submit(helpers.async_has_current_task).result(TIMEOUT) is True

@@ -14,12 +14,16 @@ import pytest
 from aioexec._protocol import (
     DIRECT_READ_THRESHOLD,
     NEED_DATA,
+    OUT_OF_BAND_MIN,
     Frame,
     FrameDecoder,
     Kind,
     OutBuffer,
     ProtocolError,
+    dumps,
     encode_frame,
+    out_of_band,
+    out_of_band_kwargs,
 )
 
 # (kind, task id, body, out-of-band buffers) for a varied stream of frames
@@ -210,3 +214,71 @@ def test_out_buffer_hands_out_at_most_max_pieces() -> None:
     assert [bytes(p) for p in out.pending()] == [b"cc", b"dddd", b"eeeee", b"ffffff"]
     out.consume(out.nbytes)
     assert not out
+
+
+def _decode_in_pipe_sized_reads(data: bytes, decoder: FrameDecoder, size: int = 65536) -> Frame:
+    """Feed ``data`` as a pipe would: small reads through receive_data, large bodies
+    straight into the decoder's buffer; return the one frame it holds."""
+    pos = 0
+    while True:
+        frame = decoder.next_frame()
+        if isinstance(frame, Frame):
+            return frame
+        target = decoder.get_buffer()
+        if target is not None:
+            n = min(len(target), size)
+            target[:n] = data[pos : pos + n]
+            decoder.buffer_updated(n)
+        else:
+            n = min(size, len(data) - pos)
+            decoder.receive_data(data[pos : pos + n])
+        pos += n
+
+
+def test_large_bytes_are_pickled_out_of_band_and_come_back_as_bytes() -> None:
+    big = random.Random(5).randbytes(OUT_OF_BAND_MIN)
+    args, wrapped = out_of_band((big, b"small", 3))
+    kwargs, wrapped_kwargs = out_of_band_kwargs({"k": big, "s": "text"})
+    assert (wrapped, wrapped_kwargs) == (1, 1)
+    payload = dumps((args, kwargs), wrapped + wrapped_kwargs)
+    assert len(payload.body) < 1000  # the bytes are not in the main pickle
+    assert [b.nbytes for b in payload.buffers] == [OUT_OF_BAND_MIN, OUT_OF_BAND_MIN]
+    assert payload.copied
+    loaded_args, loaded_kwargs = pickle.loads(payload.body, buffers=payload.buffers)
+    assert loaded_args == (big, b"small", 3)
+    assert loaded_kwargs == {"k": big, "s": "text"}
+    assert type(loaded_args[0]) is bytes
+    assert type(loaded_kwargs["k"]) is bytes
+
+
+def test_small_or_nested_values_are_left_as_they_are() -> None:
+    values = (b"x" * (OUT_OF_BAND_MIN - 1), [b"y" * OUT_OF_BAND_MIN], bytearray(OUT_OF_BAND_MIN))
+    assert out_of_band(values) == (values, 0)
+    kwargs = {"a": 1}
+    assert out_of_band_kwargs(kwargs) == (kwargs, 0)
+
+
+def test_a_foreign_out_of_band_buffer_clears_the_copied_flag() -> None:
+    big = bytes(OUT_OF_BAND_MIN)
+    args, wrapped = out_of_band((big, pickle.PickleBuffer(bytearray(10))))
+    assert not dumps(args, wrapped).copied
+    assert not dumps(pickle.PickleBuffer(b"x")).copied
+    assert dumps("no buffers at all").copied  # nothing out of band: nothing to keep
+
+
+def test_copied_frames_reuse_the_decoders_memory_and_others_get_their_own() -> None:
+    size = DIRECT_READ_THRESHOLD * 2
+    decoder = FrameDecoder()
+    seen = []
+    for seed, copied in [(1, True), (2, True), (3, False), (4, True)]:
+        data = random.Random(seed).randbytes(size)
+        stream = b"".join(bytes(p) for p in encode_frame(Kind.RESULT, seed, b"m", [data], copied))
+        frame = _decode_in_pipe_sized_reads(stream, decoder)
+        assert (frame.kind, frame.task_id, bytes(frame.body)) == (Kind.RESULT, seed, b"m")
+        assert bytes(frame.buffers[0]) == data
+        seen.append((frame.buffers[0].obj, data, copied))
+    copied_owners = {id(owner) for owner, _, copied in seen if copied}
+    assert len(copied_owners) == 1  # one reused buffer for every copied frame
+    owner, data, _ = seen[2]
+    assert id(owner) not in copied_owners
+    assert bytes(owner)[-len(data) :] == data  # untouched by the copied frame after it
