@@ -1,20 +1,129 @@
-"""How a child's answer becomes a future's outcome, in the manager thread.
+"""What the manager does with its children's answers and deaths, in the manager thread.
 
-Neighbours: ``_manager`` calls these for every RESULT, ERROR and UNDELIVERABLE frame and for
-the futures it fails; exceptions are rebuilt by ``_errors``.
+Neighbours: :class:`ChildEvents` is mixed into ``_manager.Manager`` (it shares its state and
+runs under its lock); the outcomes go to ``_completion``; exceptions are rebuilt by
+``_errors``.
+
+Every task sent to a child ends here exactly once: with the child's RESULT, ERROR,
+CANCELLED or UNDELIVERABLE frame, or with ``BrokenWorkerError`` when the child's process
+sentinel says it died first (answers it wrote just before dying are read before that).
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
+import selectors
 from concurrent.futures import InvalidStateError
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._errors import DeliveryError, load_exception
+from ._completion import Completions
+from ._errors import BrokenWorkerError, DeliveryError, describe_exit, load_exception
 from ._future import TaskFuture
+from ._process import ChildProcess, ChildState
 from ._protocol import Frame, Kind
+from ._scheduler import ChildId
 
-__all__ = ["fail", "outcome", "undeliverable"]
+__all__ = ["ChildEvents", "fail", "outcome", "undeliverable"]
+
+
+class ChildEvents:
+    """The manager's handlers for a child's result pipe and process sentinel."""
+
+    if TYPE_CHECKING:  # the Manager's state these handlers share
+        broken: str | None
+        _children: dict[ChildId, ChildProcess]
+        _selector: selectors.BaseSelector
+        _running_on: dict[int, ChildProcess]
+        _completions: Completions
+        _tasks_ended: int
+        _ever_ready: bool
+
+        def _break(self, why: str, cause: BaseException | None) -> None: ...
+        def _publish_children(self) -> None: ...
+
+    def _on_readable(self, child: ChildProcess) -> None:
+        if child.child_id in self._children and not child.read(
+            functools.partial(self._on_frame, child)
+        ):
+            # End of file: the child exited; its sentinel finishes the job.
+            self._selector.unregister(child.read_fd)
+
+    def _on_frame(self, child: ChildProcess, frame: Frame) -> None:
+        kind = frame.kind
+        if kind is Kind.READY:
+            self._ever_ready = True
+            if child.state is ChildState.STARTING:
+                child.state = ChildState.READY
+            return
+        if kind is Kind.INIT_FAILED:
+            child.state = ChildState.RETIRING  # it exits by itself once it has logged
+            exc = outcome(frame, child.pid)[1]
+            self._break(f"the initializer failed in child process {child.pid}: {exc!r}", exc)
+            return
+        if frame.task_id not in child.running:
+            return  # already failed: the executor broke while the child was answering
+        future = self._take_running(child, frame.task_id)
+        self._tasks_ended += 1
+        if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
+            self._completions.cancelled(future)
+            return
+        value, error = outcome(frame, child.pid)
+        if kind is Kind.UNDELIVERABLE:
+            assert error is not None
+            error = undeliverable(
+                error,
+                f"child process {child.pid} could not unpickle this task's function or arguments",
+            )
+        # Dropped when the user cancelled the future meanwhile.
+        if error is None:
+            self._completions.result(future, value)
+        else:
+            self._completions.error(future, error)
+
+    def _on_exit(self, child: ChildProcess) -> None:
+        # Answers written just before the exit are still in the pipe: take them first.
+        if child.child_id not in self._children:
+            return
+        self._selector.unregister(child.sentinel)
+        child.read(functools.partial(self._on_frame, child), max_reads=None)
+        child.process.join()
+        how = describe_exit(child.process.exitcode)
+        started = child.state is not ChildState.STARTING
+        if not started and not self._ever_ready and self.broken is None:
+            self._break(
+                f"child process {child.pid} {how} before it finished starting. If your main "
+                "module starts the executor at import time, move that code under "
+                "`if __name__ == '__main__':` (the child re-imports the main module); also "
+                "check that the initializer and its arguments can be pickled and imported.",
+                None,
+            )
+        when = "while running this task" if started else "during start-up, before this task ran"
+        for task_id in list(child.running):
+            error = BrokenWorkerError(
+                f"aioexec: child process {child.pid} {how} {when}; the executor goes on with "
+                "a new child."
+            )
+            self._completions.error(self._take_running(child, task_id), error)
+        self._forget(child)
+
+    def _take_running(self, child: ChildProcess, task_id: int) -> TaskFuture[Any]:
+        """Forget a task that was answered or lost; return its future."""
+        future = child.running.pop(task_id)
+        del self._running_on[task_id]
+        if not future.cancels_remotely:
+            child.sync_running -= 1
+        return future
+
+    def _forget(self, child: ChildProcess) -> None:
+        for fd in (child.read_fd, child.sentinel, child.write_fd):
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        del self._children[child.child_id]
+        child.close()
+        self._publish_children()
 
 
 def fail(future: TaskFuture[Any], error: BaseException) -> None:

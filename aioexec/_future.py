@@ -1,7 +1,8 @@
 """The future ``submit`` returns: a ``concurrent.futures.Future`` that can cancel remote work.
 
 Neighbours: ``_executor`` creates one per task; ``_manager`` moves it to RUNNING when the task
-is sent to a child and completes it from the child's answer.
+is sent to a child; ``_completion`` settles it from the child's answer (:meth:`TaskFuture.settle`
+sets the outcome and hands the callbacks back, so that they run outside the manager's lock).
 
 Cancellation rules (the standard library's, plus one):
 
@@ -14,9 +15,9 @@ Cancellation rules (the standard library's, plus one):
 * RUNNING plain function: it cannot be interrupted, so ``cancel()`` returns False.
 * FINISHED: ``cancel()`` returns False.
 
-All state changes happen under the future's own condition, so a cancel racing the manager's
-``set_result`` leaves exactly one outcome: ``set_result`` on a cancelled future raises
-``InvalidStateError``, which the manager ignores.
+All state changes happen under the future's own condition, so a cancel racing the answer
+leaves exactly one outcome: ``settle`` on a cancelled future changes nothing and the answer
+is dropped.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ selector. The manager sleeps in ``selector.select()`` on: the wake-up pipe, each
 result pipe, each child's process sentinel, and a child's task pipe while it is full.
 Nothing polls and nothing sleeps.
 
+The handlers for a child's answers and death are ``_answers.ChildEvents``, mixed in here.
+
 One turn of :meth:`Manager._run`, under the lock: handle ready descriptors, take the inbox,
 dispatch queued work, flush pipes; then, without the lock, deliver the turn's outcomes; stop
 once shut down with no work and no children left.
@@ -40,18 +42,16 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ._answers import fail, outcome, undeliverable
+from ._answers import ChildEvents, fail
 from ._child import ChildConfig
 from ._completion import Completions
 from ._errors import (
     BrokenPoolError,
-    BrokenWorkerError,
-    describe_exit,
 )
 from ._future import TaskFuture
 from ._pipeio import Wakeup
 from ._process import ChildProcess, ChildState
-from ._protocol import Chunk, Frame, Kind, Payload, encode_frame
+from ._protocol import Chunk, Kind, Payload, encode_frame
 from ._scheduler import ChildId, Scheduler
 
 __all__ = ["Manager", "ManagerConfig", "WorkItem"]
@@ -80,7 +80,7 @@ class WorkItem:
         self.is_async = is_async
 
 
-class Manager:
+class Manager(ChildEvents):
     """Runs the manager thread of one executor."""
 
     def __init__(self, config: ManagerConfig, name: str) -> None:
@@ -191,6 +191,7 @@ class Manager:
             futures = [f for c in self._children.values() for f in c.running.values()]
             futures += [item.future for q in (self._queued_async, self._queued_sync) for item in q]
             children = list(self._children.values())
+        self._completions.deliver()  # answers taken before the failure
         for future in futures:
             future.start_running()
             fail(future, self._broken_error(exc))
@@ -374,91 +375,6 @@ class Manager:
         if child.child_id in self._children and child.flush():
             child.write_blocked = False
             self._selector.unregister(child.write_fd)
-
-    # -- answers from children --------------------------------------------------------------
-
-    def _on_readable(self, child: ChildProcess) -> None:
-        if child.child_id in self._children and not child.read(
-            functools.partial(self._on_frame, child)
-        ):
-            # End of file: the child exited; its sentinel finishes the job.
-            self._selector.unregister(child.read_fd)
-
-    def _on_frame(self, child: ChildProcess, frame: Frame) -> None:
-        kind = frame.kind
-        if kind is Kind.READY:
-            self._ever_ready = True
-            if child.state is ChildState.STARTING:
-                child.state = ChildState.READY
-            return
-        if kind is Kind.INIT_FAILED:
-            child.state = ChildState.RETIRING  # it exits by itself once it has logged
-            exc = outcome(frame, child.pid)[1]
-            self._break(f"the initializer failed in child process {child.pid}: {exc!r}", exc)
-            return
-        if frame.task_id not in child.running:
-            return  # already failed: the executor broke while the child was answering
-        future = self._take_running(child, frame.task_id)
-        self._tasks_ended += 1
-        if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
-            self._completions.cancelled(future)
-            return
-        value, error = outcome(frame, child.pid)
-        if kind is Kind.UNDELIVERABLE:
-            assert error is not None
-            error = undeliverable(
-                error,
-                f"child process {child.pid} could not unpickle this task's function or arguments",
-            )
-        # Dropped when the user cancelled the future meanwhile.
-        if error is None:
-            self._completions.result(future, value)
-        else:
-            self._completions.error(future, error)
-
-    def _on_exit(self, child: ChildProcess) -> None:
-        # Answers written just before the exit are still in the pipe: take them first.
-        if child.child_id not in self._children:
-            return
-        self._selector.unregister(child.sentinel)
-        child.read(functools.partial(self._on_frame, child), max_reads=None)
-        child.process.join()
-        how = describe_exit(child.process.exitcode)
-        started = child.state is not ChildState.STARTING
-        if not started and not self._ever_ready and self.broken is None:
-            self._break(
-                f"child process {child.pid} {how} before it finished starting. If your main "
-                "module starts the executor at import time, move that code under "
-                "`if __name__ == '__main__':` (the child re-imports the main module); also "
-                "check that the initializer and its arguments can be pickled and imported.",
-                None,
-            )
-        when = "while running this task" if started else "during start-up, before this task ran"
-        for task_id in list(child.running):
-            error = BrokenWorkerError(
-                f"aioexec: child process {child.pid} {how} {when}; the executor goes on with "
-                "a new child."
-            )
-            self._completions.error(self._take_running(child, task_id), error)
-        self._forget(child)
-
-    def _take_running(self, child: ChildProcess, task_id: int) -> TaskFuture[Any]:
-        """Forget a task that was answered or lost; return its future."""
-        future = child.running.pop(task_id)
-        del self._running_on[task_id]
-        if not future.cancels_remotely:
-            child.sync_running -= 1
-        return future
-
-    def _forget(self, child: ChildProcess) -> None:
-        for fd in (child.read_fd, child.sentinel, child.write_fd):
-            try:
-                self._selector.unregister(fd)
-            except (KeyError, ValueError):
-                pass
-        del self._children[child.child_id]
-        child.close()
-        self._publish_children()
 
     def _publish_children(self) -> None:
         self.children_snapshot = {c.pid: c.process for c in self._children.values()}
