@@ -18,6 +18,7 @@ import functools
 import inspect
 import pickle
 import socket
+import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "describe_callable",
     "is_asyncio_internal",
     "is_coroutine_callable",
+    "new_task",
     "pickle_call",
     "run_chunk",
     "run_chunk_async",
@@ -155,6 +157,21 @@ def run_coroutine_function(
         loop.close()
 
 
+if sys.version_info >= (3, 12):
+
+    def new_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
+        """A task on ``loop`` (the running one) that starts eagerly: the coroutine runs up to
+        its first suspension now, so one that never suspends costs no trip through the
+        loop's ready queue. Its first step already sees itself as the current task."""
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
+
+else:
+
+    def new_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
+        """A task on ``loop`` (eager start needs Python 3.12)."""
+        return loop.create_task(coro)
+
+
 def run_chunk(fn: Callable[..., Any], chunk: Iterable[tuple[Any, ...]]) -> list[Any]:
     """Run one chunk of ``map(fn, ..., chunksize=n)`` in a child."""
     return [fn(*args) for args in chunk]
@@ -168,7 +185,8 @@ async def run_chunk_async(
     The first failure (or a cancellation of the chunk) cancels the calls still running, and
     every call is awaited before this returns, so none outlives its chunk.
     """
-    tasks = [asyncio.ensure_future(fn(*args)) for args in chunk]
+    loop = asyncio.get_running_loop()
+    tasks = [new_task(loop, fn(*args)) for args in chunk]
     try:
         return [await t for t in tasks]
     finally:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._calls import describe_callable
+from ._calls import describe_callable, new_task
 from ._errors import dump_exception
 from ._pipeio import SCRATCH_SIZE, read_once, write_all
 from ._protocol import Chunk, Frame, FrameDecoder, Kind, OutBuffer, dumps, encode_frame, out_of_band
@@ -179,7 +179,7 @@ class _Runtime:
             self._send(encode_frame(Kind.UNDELIVERABLE, task_id, payload))
             return
         if frame.kind is Kind.RUN_ASYNC:
-            task: asyncio.Future[Any] = _new_task(
+            task: asyncio.Future[Any] = new_task(
                 self._loop, self._run_coroutine(task_id, fn, args, kwargs)
             )
             if task.done():  # an eager task that never suspended: already answered
@@ -288,19 +288,6 @@ def _exit_now() -> None:
     # Not sys.exit: a plain function may still be blocked in the worker thread, and joining
     # it at interpreter exit could keep an orphan alive forever.
     os._exit(0)
-
-
-if sys.version_info >= (3, 12):
-
-    def _new_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
-        # Eager: the coroutine runs up to its first suspension now, so one that never
-        # suspends is answered without a trip through the loop's ready queue.
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
-
-else:
-
-    def _new_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
-        return loop.create_task(coro)
 
 
 def _pickle_result(task_id: int, fn: Callable[..., Any], result: object) -> list[Chunk]:

@@ -191,3 +191,10 @@ async def async_echo_many(*values: object, **named: object) -> tuple[object, ...
 async def async_has_current_task() -> bool:
     """Whether asyncio.current_task() knows the running coroutine (eager start included)."""
     return asyncio.current_task() is not None
+
+
+async def async_current_task_id(_: object = None) -> int:
+    """id() of the task running this coroutine (each call must get its own)."""
+    task = asyncio.current_task()
+    assert task is not None
+    return id(task)

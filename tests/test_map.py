@@ -138,3 +138,11 @@ def test_map_with_chunksize_raises_a_call_s_exception_after_the_earlier_chunks(
     assert [next(results) for _ in range(2)] == [2, 4]
     with pytest.raises(ValueError, match="negative input -4"):
         next(results)
+
+
+def test_each_coroutine_of_a_chunk_runs_in_its_own_task(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    # On 3.12+ the items of a chunk start eagerly; each still runs as its own task.
+    ids = list(shared_executor.map(helpers.async_current_task_id, range(8), chunksize=8))
+    assert len(set(ids)) == 8
