@@ -157,19 +157,23 @@ def run_coroutine_function(
         loop.close()
 
 
-if sys.version_info >= (3, 12):
+_EAGER = sys.version_info >= (3, 12)
 
-    def new_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
-        """A task on ``loop`` (the running one) that starts eagerly: the coroutine runs up to
-        its first suspension now, so one that never suspends costs no trip through the
-        loop's ready queue. Its first step already sees itself as the current task."""
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
 
-else:
+def new_task(loop: asyncio.AbstractEventLoop, awaitable: Any) -> asyncio.Future[Any]:
+    """A task on ``loop`` (the running one) for a coroutine or any awaitable.
 
-    def new_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
-        """A task on ``loop`` (eager start needs Python 3.12)."""
-        return loop.create_task(coro)
+    On Python 3.12+ a coroutine starts eagerly: it runs up to its first suspension now, so
+    one that never suspends costs no trip through the loop's ready queue, and its first
+    step already sees itself as the current task. A task factory (set by an initializer,
+    say) is respected: it gets the coroutine as usual."""
+    if not asyncio.iscoroutine(awaitable):
+        future: asyncio.Future[Any] = asyncio.ensure_future(awaitable, loop=loop)
+        return future
+    if _EAGER and loop.get_task_factory() is None:
+        eager: asyncio.Task[Any] = asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        return eager
+    return loop.create_task(awaitable)
 
 
 def run_chunk(fn: Callable[..., Any], chunk: Iterable[tuple[Any, ...]]) -> list[Any]:
@@ -186,8 +190,10 @@ async def run_chunk_async(
     every call is awaited before this returns, so none outlives its chunk.
     """
     loop = asyncio.get_running_loop()
-    tasks = [new_task(loop, fn(*args)) for args in chunk]
+    tasks: list[asyncio.Future[Any]] = []
     try:
+        for args in chunk:
+            tasks.append(new_task(loop, fn(*args)))
         return [await t for t in tasks]
     finally:
         for t in tasks:

@@ -151,9 +151,9 @@ class _Runtime:
                 self._on_frame(frame)
         finally:
             self._reading = False
-        # Answers of tasks that ran eagerly to their end go out in one write, now.
-        if self._out and not self._flush_scheduled and not self._writer_registered:
-            self._flush()
+            # Answers of tasks that ran eagerly to their end go out in one write, now.
+            if self._out and not self._flush_scheduled and not self._writer_registered:
+                self._flush()
 
     def _on_frame(self, frame: Frame) -> None:
         kind = frame.kind

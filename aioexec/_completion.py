@@ -88,15 +88,28 @@ class Completions:
         """Settle every future, run plain callbacks, and hand each event loop its batch."""
         items, self._items = self._items, []
         per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]] = {}
-        for future, value, error, cancelled in items:
-            callbacks = future.settle_cancelled() if cancelled else future.settle(value, error)
-            for fn in callbacks or ():
-                bridge = _bridge(fn)
-                if bridge is None:
-                    _run_callback(fn, future)
-                else:
-                    loop, set_state, destination = bridge
-                    per_loop.setdefault(loop, []).append((set_state, destination, future, fn))
+        done = 0
+        try:
+            for future, value, error, cancelled in items:
+                done += 1
+                callbacks = future.settle_cancelled() if cancelled else future.settle(value, error)
+                for fn in callbacks or ():
+                    bridge = _bridge(fn)
+                    if bridge is None:
+                        _run_callback(fn, future)
+                    else:
+                        loop, set_state, destination = bridge
+                        per_loop.setdefault(loop, []).append((set_state, destination, future, fn))
+        except BaseException:
+            # A callback raised SystemExit or the like, which ends the manager thread: the
+            # outcomes not settled yet stay here for its last deliver().
+            self._items[:0] = items[done:]
+            raise
+        finally:
+            self._hand_over(per_loop)
+
+    @staticmethod
+    def _hand_over(per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]]) -> None:
         for loop, copies in per_loop.items():
             try:
                 loop.call_soon_threadsafe(_copy_outcomes, loop, copies)

@@ -125,10 +125,12 @@ class Manager(ChildEvents):
 
     def submit(self, item: WorkItem) -> None:
         """Send the task to a child from this thread if one has room and no task of its kind
-        waits ahead of it; else queue it for the manager thread."""
-        with self._lock:
-            if self._send_now(item):
-                return
+        waits ahead of it; else queue it for the manager thread (always, from the manager
+        thread itself: it may be unpickling an answer under the lock)."""
+        if threading.current_thread() is not self.thread:
+            with self._lock:
+                if self._send_now(item):
+                    return
         self.post("submit", item)
 
     def take_ended_task(self) -> bool:
@@ -142,16 +144,34 @@ class Manager(ChildEvents):
     def _send_now(self, item: WorkItem) -> bool:
         if self._exited or self.broken is not None or self._shutting_down:
             return False
-        if self._queued_async if item.is_async else self._queued_sync:
+        if self._inbox or (self._queued_async if item.is_async else self._queued_sync):
             return False  # first come, first served
         child = self._child_with_room(item.is_async, may_start=False)
         if child is None:
             return False
-        # A future cancelled meanwhile is dropped: it never runs. A full pipe is left to the
-        # manager thread, which waits for room.
-        if item.future.start_running() and not child.send_now(self._task_frame(child, item)):
-            self._wakeup.notify()
+        try:
+            # A future cancelled meanwhile is dropped: it never runs. A full pipe is left to
+            # the manager thread, which waits for room.
+            if item.future.start_running() and not child.send_now(self._task_frame(child, item)):
+                self._wakeup.notify()
+        except BaseException:
+            self._abandon(child, item)
+            raise
         return True
+
+    def _abandon(self, child: ChildProcess, item: WorkItem) -> None:
+        """A send from a caller's thread was interrupted (KeyboardInterrupt lands in the main
+        thread between any two bytecodes): the child's pipe may now hold part of a frame,
+        so the child is stopped, and its tasks, this one included, fail with
+        BrokenWorkerError once its sentinel fires."""
+        future = item.future
+        if future.task_id not in child.running:
+            future.task_id = self._next_task_id = self._next_task_id + 1
+            child.running[future.task_id] = future
+            self._running_on[future.task_id] = child
+            child.sync_running += not future.cancels_remotely
+        child.state = ChildState.RETIRING
+        child.process.terminate()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -202,8 +222,12 @@ class Manager(ChildEvents):
 
     def _reject_inbox(self) -> None:
         # Submissions that raced the end of this thread fail instead of waiting forever.
-        while self._inbox:
-            op, arg = self._inbox.popleft()
+        # Another thread may empty the inbox at the same time (post() after the exit).
+        while True:
+            try:
+                op, arg = self._inbox.popleft()
+            except IndexError:
+                return
             if op == "submit" and arg.future.start_running():
                 fail(arg.future, self._broken_error(None))
             elif op == "start_child":

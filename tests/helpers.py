@@ -198,3 +198,45 @@ async def async_current_task_id(_: object = None) -> int:
     task = asyncio.current_task()
     assert task is not None
     return id(task)
+
+
+# The executor a parent-side test exposes to objects unpickled in the parent (see below).
+PARENT_EXECUTOR: list[object] = []
+SUBMITTED_WHILE_UNPICKLING: list[object] = []
+
+
+def _rebuild_and_submit() -> str:
+    executor = PARENT_EXECUTOR[0]
+    SUBMITTED_WHILE_UNPICKLING.append(executor.submit(double, 21))  # type: ignore[attr-defined]
+    return "rebuilt"
+
+
+class SubmitsWhenUnpickled:
+    """Unpickling this (in the parent, where results are unpickled: the manager thread)
+    submits a task to ``PARENT_EXECUTOR[0]``."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _rebuild_and_submit, ()
+
+
+async def async_submits_when_unpickled() -> SubmitsWhenUnpickled:
+    return SubmitsWhenUnpickled()
+
+
+def install_recording_task_factory() -> None:
+    """Initializer: a task factory that marks the tasks it makes."""
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> asyncio.Task:
+        task = asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[arg-type]
+        task.made_by_factory = True  # type: ignore[attr-defined]
+        return task
+
+    asyncio.get_event_loop().set_task_factory(factory)  # type: ignore[arg-type]
+
+
+async def async_made_by_task_factory() -> bool:
+    return getattr(asyncio.current_task(), "made_by_factory", False)
+
+
+async def async_made_by_task_factory_of(_: object) -> bool:
+    return await async_made_by_task_factory()
