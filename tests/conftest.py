@@ -6,7 +6,9 @@ module name, which it can because the children inherit this process's ``sys.path
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,13 +61,24 @@ def strict_executor() -> Iterator[AsyncProcessExecutor]:
 def close_executor(executor: AsyncProcessExecutor, timeout: float = 30) -> None:
     """Kill what a test left running and wait, bounded, for the executor to stop.
 
-    A bounded wait turns a shutdown hang into one failed teardown with a clear message,
-    instead of pytest-timeout ending the whole session.
+    Everything runs in a helper thread, even the first call: a deadlocked executor can hold
+    the lock that ``shutdown()`` takes, and pytest-timeout does not cover the teardown of a
+    test that already failed. A hang becomes one failed teardown with every thread's stack
+    on stderr, instead of a stuck session.
     """
-    executor.kill_workers()
-    executor.shutdown(wait=False)
-    manager = executor._manager
-    if manager is not None:
-        manager.thread.join(timeout)
-        assert not manager.thread.is_alive(), f"executor did not stop within {timeout} s"
-    executor.shutdown(wait=True)  # the fallback threads, if any
+    stopped = threading.Event()
+
+    def close() -> None:
+        executor.kill_workers()
+        manager = executor._manager
+        if manager is not None:
+            manager.thread.join(timeout)
+            if manager.thread.is_alive():
+                return
+        executor.shutdown(wait=True)  # the fallback threads, if any
+        stopped.set()
+
+    threading.Thread(target=close, name="close-executor", daemon=True).start()
+    if not stopped.wait(timeout + 5):
+        faulthandler.dump_traceback(all_threads=True)
+        pytest.fail(f"executor did not stop within {timeout} s (every thread's stack is above)")
