@@ -38,6 +38,7 @@ class ChildEvents:
         _completions: Completions
         _tasks_ended: int
         _ever_ready: bool
+        _init_failure: tuple[str, BaseException | None] | None
 
         def _break(self, why: str, cause: BaseException | None) -> None: ...
         def _publish_children(self) -> None: ...
@@ -57,9 +58,18 @@ class ChildEvents:
                 child.state = ChildState.READY
             return
         if kind is Kind.INIT_FAILED:
-            child.state = ChildState.RETIRING  # it exits by itself once it has logged
-            exc = outcome(frame, child.pid)[1]
-            self._break(f"the initializer failed in child process {child.pid}: {exc!r}", exc)
+            # The executor breaks when this child has exited, not now: its log record of the
+            # failure may still be on its way through a queue that the child flushes at exit
+            # (ProcessPoolExecutor, too, breaks only once the worker is gone). No child starts
+            # meanwhile.
+            child.state = ChildState.RETIRING
+            child.init_failed = True
+            if self._init_failure is None:
+                exc = outcome(frame, child.pid)[1]
+                self._init_failure = (
+                    f"the initializer failed in child process {child.pid}: {exc!r}",
+                    exc,
+                )
             return
         if frame.task_id not in child.running:
             return  # already failed: the executor broke while the child was answering
@@ -88,6 +98,8 @@ class ChildEvents:
         self._selector.unregister(child.sentinel)
         child.read(functools.partial(self._on_frame, child), max_reads=None)
         child.process.join()
+        if child.init_failed and self._init_failure is not None:
+            self._break(*self._init_failure)
         how = describe_exit(child.process.exitcode)
         started = child.state is not ChildState.STARTING
         if not started and not self._ever_ready and self.broken is None:

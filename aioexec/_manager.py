@@ -109,6 +109,8 @@ class Manager(ChildEvents):
         self._next_task_id = 0
         self._shutting_down = False
         self._ever_ready = False  # some child finished start-up (so start-up works at all)
+        # (why, error) of the first initializer failure; the break waits for that child's exit
+        self._init_failure: tuple[str, BaseException | None] | None = None
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # -- called from any thread -----------------------------------------------------------
@@ -329,6 +331,8 @@ class Manager(ChildEvents):
         return self.config.scheduler.choose(candidates)  # type: ignore[return-value]
 
     def _start_child_or_break(self) -> ChildProcess | None:
+        if self._init_failure is not None:
+            return None  # the executor breaks once the failed child has exited
         try:
             return self._start_child()
         except Exception as exc:

@@ -50,6 +50,7 @@ class ChildProcess:
         self.sync_running = 0  # how many of `running` are plain functions (at most 1)
         self.tasks_sent = 0  # counts towards max_tasks_per_child
         self.write_blocked = False  # the pipe was full; the manager waits for writability
+        self.init_failed = False  # it sent INIT_FAILED: its exit breaks the executor
         self._scratch = bytearray(SCRATCH_SIZE)
 
         to_child_r, self._to_child_w = ctx.Pipe(duplex=False)
