@@ -45,9 +45,7 @@ from typing import Any
 from ._answers import ChildEvents, fail
 from ._child import ChildConfig
 from ._completion import Completions
-from ._errors import (
-    BrokenPoolError,
-)
+from ._errors import BrokenPoolError
 from ._future import TaskFuture
 from ._pipeio import Wakeup
 from ._process import ChildProcess, ChildState
