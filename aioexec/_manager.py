@@ -164,12 +164,8 @@ class Manager(ChildEvents):
         thread between any two bytecodes): the child's pipe may now hold part of a frame,
         so the child is stopped, and its tasks, this one included, fail with
         BrokenWorkerError once its sentinel fires."""
-        future = item.future
-        if future.task_id not in child.running:
-            future.task_id = self._next_task_id = self._next_task_id + 1
-            child.running[future.task_id] = future
-            self._running_on[future.task_id] = child
-            child.sync_running += not future.cancels_remotely
+        if item.future.task_id not in child.running:
+            self._record_running(child, item)
         child.state = ChildState.RETIRING
         child.process.terminate()
 
@@ -359,14 +355,19 @@ class Manager(ChildEvents):
     def _send_task(self, child: ChildProcess, item: WorkItem) -> None:
         child.send(self._task_frame(child, item))
 
-    def _task_frame(self, child: ChildProcess, item: WorkItem) -> list[Chunk]:
-        """Record the task as running on ``child``; return its frame."""
+    def _record_running(self, child: ChildProcess, item: WorkItem) -> int:
+        """Give the task its id and count it as running on ``child``."""
         task_id = self._next_task_id = self._next_task_id + 1
         item.future.task_id = task_id
         child.running[task_id] = item.future
         if not item.is_async:
             child.sync_running += 1
         self._running_on[task_id] = child
+        return task_id
+
+    def _task_frame(self, child: ChildProcess, item: WorkItem) -> list[Chunk]:
+        """Record the task as running on ``child``; return its frame."""
+        task_id = self._record_running(child, item)
         kind = Kind.RUN_ASYNC if item.is_async else Kind.RUN_SYNC
         call = item.call
         frame = encode_frame(kind, task_id, call.body, call.buffers, call.copied)
