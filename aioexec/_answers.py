@@ -49,6 +49,8 @@ class ChildEvents:
         ):
             # End of file: the child exited; its sentinel finishes the job.
             self._selector.unregister(child.read_fd)
+            child.watched = False
+            child.eof = True
 
     def _on_frame(self, child: ChildProcess, frame: Frame) -> None:
         kind = frame.kind

@@ -2,8 +2,9 @@
 
 Neighbours: ``_manager`` records every outcome of a turn here (answers from children, tasks
 failed by a dead child or a broken executor) and calls :meth:`Completions.deliver` once it
-has released its lock; ``_future.TaskFuture.settle`` changes a future's state without running
-its callbacks, so that they run here.
+has released its lock; ``_lease.LoopLease`` does the same for the answers an event loop read
+itself; ``_future.TaskFuture.settle`` changes a future's state without running its
+callbacks, so that they run here.
 
 Why not ``future.set_result()`` in the manager thread, as ``ProcessPoolExecutor`` does: most
 callers await through asyncio (``loop.run_in_executor``, ``asyncio.wrap_future``, ``ex.run``),
@@ -13,7 +14,9 @@ the manager's work, so the loop thread and the manager hand the GIL back and for
 result. Here the bridges of one turn go to each event loop as ONE ``call_soon_threadsafe``;
 the loop then copies the outcomes into its asyncio futures itself, exactly as the bridge's
 scheduled callback would have. Other callbacks run in the manager thread, as before, but
-outside the lock, so that a callback may submit work.
+outside the lock, so that a callback may submit work. When an event loop that holds a lease
+delivers, its own bridges complete at once, in its thread, and anything else is posted to the
+manager thread, so that plain callbacks still run there.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ _Callback = Callable[[TaskFuture[Any]], object]
 _SetState = Callable[[Any, TaskFuture[Any]], None]
 # set_state(destination, source), and the bridge callback itself (the fallback)
 _Copy = tuple[_SetState, Any, TaskFuture[Any], _Callback]
+
+
+def bridge_loop(fn: Callable[..., Any]) -> asyncio.AbstractEventLoop | None:
+    """The event loop of asyncio's wrap_future callback ``fn``; None for other callbacks."""
+    bridge = _bridge(fn)
+    return None if bridge is None else bridge[0]
 
 
 def _bridge(fn: Callable[..., Any]) -> tuple[asyncio.AbstractEventLoop, _SetState, Any] | None:
@@ -67,13 +76,14 @@ def _copy_outcomes(loop: asyncio.AbstractEventLoop, copies: list[_Copy]) -> None
 class Completions:
     """The outcomes of one manager turn, delivered in order once the lock is released."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_later")
 
     def __init__(self) -> None:
         self._items: list[tuple[TaskFuture[Any], Any, BaseException | None, bool]] = []
+        self._later: list[tuple[_Callback, TaskFuture[Any]]] = []  # settled: callbacks only
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return bool(self._items or self._later)
 
     def result(self, future: TaskFuture[Any], value: Any) -> None:
         self._items.append((future, value, None, False))
@@ -84,29 +94,58 @@ class Completions:
     def cancelled(self, future: TaskFuture[Any]) -> None:
         self._items.append((future, None, None, True))
 
-    def deliver(self) -> None:
-        """Settle every future, run plain callbacks, and hand each event loop its batch."""
+    def absorb(self, other: Completions) -> None:
+        """Take over what another thread posted here (see ``deliver``)."""
+        self._items += other._items
+        self._later += other._later
+
+    def deliver(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        post: Callable[[str, Completions], None] | None = None,
+    ) -> None:
+        """Settle every future, run plain callbacks, and hand each event loop its batch.
+
+        ``loop``, ``post``: an event loop delivers the answers it read under its lease: its
+        own bridges complete now, in its thread; plain callbacks, and the outcomes not
+        settled when a callback raised, are posted to the manager thread ("deliver")."""
         items, self._items = self._items, []
+        later, self._later = self._later, []
         per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]] = {}
-        done = 0
+        elsewhere = Completions()  # what the manager thread delivers for this (lease) loop
+        ran = done = 0
         try:
+            for fn, future in later:
+                ran += 1
+                _run_callback(fn, future)
             for future, value, error, cancelled in items:
                 done += 1
                 callbacks = future.settle_cancelled() if cancelled else future.settle(value, error)
                 for fn in callbacks or ():
                     bridge = _bridge(fn)
-                    if bridge is None:
+                    if bridge is not None:
+                        bridge_to, set_state, destination = bridge
+                        per_loop.setdefault(bridge_to, []).append(
+                            (set_state, destination, future, fn)
+                        )
+                    elif post is None:
                         _run_callback(fn, future)
                     else:
-                        loop, set_state, destination = bridge
-                        per_loop.setdefault(loop, []).append((set_state, destination, future, fn))
+                        elsewhere._later.append((fn, future))
         except BaseException:
             # A callback raised SystemExit or the like, which ends the manager thread: the
-            # outcomes not settled yet stay here for its last deliver().
-            self._items[:0] = items[done:]
+            # outcomes not settled yet stay for its last deliver().
+            keep = self if post is None else elsewhere
+            keep._later[:0] = later[ran:]
+            keep._items[:0] = items[done:]
             raise
         finally:
+            mine = per_loop.pop(loop, None) if loop is not None else None
+            if mine:
+                _copy_outcomes(loop, mine)  # type: ignore[arg-type]
             self._hand_over(per_loop)
+            if elsewhere and post is not None:
+                post("deliver", elsewhere)
 
     @staticmethod
     def _hand_over(per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]]) -> None:

@@ -160,7 +160,9 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         except Exception as exc:
             return _failed_future(exc)
         is_async = is_coroutine_callable(fn)
-        future: TaskFuture[Any] = TaskFuture(manager.cancel_running if is_async else None)
+        future: TaskFuture[Any] = TaskFuture(
+            manager.cancel_running if is_async else None, manager.wait_hook
+        )
         with self._lock:
             self._check_open()
             manager.submit(WorkItem(future, call, is_async))
@@ -176,8 +178,8 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         submission (so a child is idle), start a child before returning, up to max_workers.
         Work then spreads over the children from the first submissions on, and a caller
         sees the children it asked for in ``_processes`` at once."""
-        if threading.current_thread() is manager.thread:
-            return  # a done-callback submitting from the manager thread: dispatch will do
+        if manager.in_reader():
+            return  # a done-callback or an unpickled answer submitting: dispatch will do
         if manager.take_ended_task():
             return
         if len(manager.children_snapshot) < self._max_workers:

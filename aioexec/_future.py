@@ -18,6 +18,11 @@ Cancellation rules (the standard library's, plus one):
 All state changes happen under the future's own condition, so a cancel racing the answer
 leaves exactly one outcome: ``settle`` on a cancelled future changes nothing and the answer
 is dropped.
+
+Every way to wait for an unfinished future (``result()``, ``exception()``, ``wait()`` and
+``as_completed()``, which add a waiter, and ``add_done_callback``) is reported to the
+``on_wait`` hook first: an event loop's lease on the answers (``_lease``) ends when anyone
+else may be waiting.
 """
 
 from __future__ import annotations
@@ -37,16 +42,55 @@ __all__ = ["TaskFuture"]
 
 T = TypeVar("T")
 
+_UNFINISHED = (PENDING, RUNNING)
+WaitHook = Callable[[Callable[..., object] | None], None]
+
+
+class _Waiters(list):  # type: ignore[type-arg]
+    """``Future._waiters``: ``wait()`` and ``as_completed()`` append to it before they block."""
+
+    __slots__ = ("_on_wait",)
+
+    def __init__(self, on_wait: WaitHook) -> None:
+        super().__init__()
+        self._on_wait = on_wait
+
+    def append(self, waiter: Any) -> None:
+        self._on_wait(None)
+        super().append(waiter)
+
 
 class TaskFuture(Future[T]):
     """A future for one task of an :class:`~aioexec.AsyncProcessExecutor`."""
 
-    def __init__(self, remote_cancel: Callable[[TaskFuture[Any]], None] | None) -> None:
+    def __init__(
+        self,
+        remote_cancel: Callable[[TaskFuture[Any]], None] | None,
+        on_wait: WaitHook | None = None,
+    ) -> None:
         super().__init__()
         # Called (outside the lock) when a RUNNING coroutine task is cancelled; None for
         # plain functions, whose running calls cannot be interrupted.
         self._remote_cancel = remote_cancel
         self.task_id = 0  # set by the manager when it sends the task to a child
+        self._on_wait = on_wait
+        if on_wait is not None:
+            self._waiters = _Waiters(on_wait)
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        if self._on_wait is not None and self._state in _UNFINISHED:
+            self._on_wait(fn)
+        super().add_done_callback(fn)
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._on_wait is not None and self._state in _UNFINISHED:
+            self._on_wait(None)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._on_wait is not None and self._state in _UNFINISHED:
+            self._on_wait(None)
+        return super().exception(timeout)
 
     def cancel(self) -> bool:
         with self._condition:

@@ -36,6 +36,7 @@ import logging
 import selectors
 import threading
 import weakref
+from asyncio.events import _get_running_loop
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
@@ -47,6 +48,7 @@ from ._child import ChildConfig
 from ._completion import Completions
 from ._errors import BrokenPoolError
 from ._future import TaskFuture
+from ._lease import Leasing
 from ._pipeio import Wakeup
 from ._process import ChildProcess, ChildState
 from ._protocol import Chunk, Kind, Payload, encode_frame
@@ -78,7 +80,7 @@ class WorkItem:
         self.is_async = is_async
 
 
-class Manager(ChildEvents):
+class Manager(ChildEvents, Leasing):
     """Runs the manager thread of one executor."""
 
     def __init__(self, config: ManagerConfig, name: str) -> None:
@@ -95,7 +97,9 @@ class Manager(ChildEvents):
         # Counts answered tasks; submit() takes one instead of starting a child
         # (ProcessPoolExecutor's _idle_worker_semaphore).
         self._tasks_ended = 0
-        self._completions = Completions()  # outcomes of this turn, delivered after the lock
+        self._turn_completions = Completions()  # outcomes of this turn, delivered after the lock
+        self._completions = self._turn_completions  # where outcomes go now (see _lease)
+        self._init_leasing()
         # -- manager thread only --
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup.read_fd, selectors.EVENT_READ, self._on_wakeup)
@@ -119,6 +123,9 @@ class Manager(ChildEvents):
         if self._exited:
             self._reject_inbox()
 
+    def _notify(self) -> None:
+        self._wakeup.notify()
+
     def cancel_running(self, future: TaskFuture[Any]) -> None:
         """The remote-cancel hook of coroutine futures (see ``_future``)."""
         self.post("cancel", future)
@@ -126,11 +133,17 @@ class Manager(ChildEvents):
     def submit(self, item: WorkItem) -> None:
         """Send the task to a child from this thread if one has room and no task of its kind
         waits ahead of it; else queue it for the manager thread (always, from the manager
-        thread itself: it may be unpickling an answer under the lock)."""
-        if threading.current_thread() is not self.thread:
+        thread itself: it may be unpickling an answer under the lock). A submission from an
+        event loop may start or keep that loop's lease on the answers (``_lease``)."""
+        if not self.in_reader():
+            loop = _get_running_loop()
             with self._lock:
+                self._lease_for(loop)
                 if self._send_now(item):
                     return
+            # Queued: the manager thread dispatches it when an answer frees a slot, so it
+            # must read the answers.
+            self.end_lease()
         self.post("submit", item)
 
     def take_ended_task(self) -> bool:
@@ -180,11 +193,12 @@ class Manager(ChildEvents):
                         key.data()
                     self._take_inbox()
                     self._dispatch()
+                    self._sync_registrations()
                     if self._shutting_down:
                         self._retire_idle_children()
                     self._flush()
                     done = self._shutting_down and not self._children and not self._has_queued()
-                self._completions.deliver()
+                self._turn_completions.deliver()
                 if done:
                     break
         except BaseException as exc:
@@ -207,7 +221,8 @@ class Manager(ChildEvents):
             futures = [f for c in self._children.values() for f in c.running.values()]
             futures += [item.future for q in (self._queued_async, self._queued_sync) for item in q]
             children = list(self._children.values())
-        self._completions.deliver()  # answers taken before the failure
+        self.end_lease()
+        self._turn_completions.deliver()  # answers taken before the failure
         for future in futures:
             future.start_running()
             fail(future, self._broken_error(exc))
@@ -255,8 +270,11 @@ class Manager(ChildEvents):
                 if self.broken is None and len(self._children) < self.config.max_workers:
                     self._start_child_or_break()
                 arg.set()
+            elif op == "deliver":  # from an event loop's lease: plain callbacks and the like
+                self._completions.absorb(arg)
             elif op == "shutdown":
                 self._shutting_down = True
+                self.end_lease()
                 if arg:  # cancel_futures: what could start by now starts, the rest is cancelled
                     self._dispatch()
                     self._cancel_queued()
@@ -414,6 +432,7 @@ class Manager(ChildEvents):
             return
         self.broken = f"aioexec: the executor is broken: {why}"
         self._shutting_down = True
+        self.end_lease()
         self._fail_queued()
         for child in self._children.values():
             for task_id in list(child.running):

@@ -51,6 +51,8 @@ class ChildProcess:
         self.tasks_sent = 0  # counts towards max_tasks_per_child
         self.write_blocked = False  # the pipe was full; the manager waits for writability
         self.init_failed = False  # it sent INIT_FAILED: its exit breaks the executor
+        self.watched = True  # the manager's selector watches read_fd (see _lease)
+        self.eof = False  # read_fd reached end of file
         self._scratch = bytearray(SCRATCH_SIZE)
 
         to_child_r, self._to_child_w = ctx.Pipe(duplex=False)
