@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 from ._future import TaskFuture
@@ -34,6 +35,7 @@ _LOGGER = logging.getLogger("concurrent.futures")
 # asyncio.futures._chain_future's callback on the concurrent future, in Python 3.10 to 3.13.
 _BRIDGE = "_chain_future.<locals>._call_set_state"
 _BRIDGE_CELLS = ("_set_state", "dest_loop", "destination")
+_BRIDGE_CELL_INDEX: dict[CodeType, tuple[int, ...]] = {}  # where those are in the closure
 
 _Callback = Callable[[TaskFuture[Any]], object]
 _SetState = Callable[[Any, TaskFuture[Any]], None]
@@ -53,9 +55,13 @@ def _bridge(fn: Callable[..., Any]) -> tuple[asyncio.AbstractEventLoop, _SetStat
     if getattr(fn, "__qualname__", None) != _BRIDGE:
         return None
     try:
-        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True))
-        set_state, loop, destination = (cells[name].cell_contents for name in _BRIDGE_CELLS)
-    except (AttributeError, KeyError, ValueError, TypeError):
+        code = fn.__code__
+        where = _BRIDGE_CELL_INDEX.get(code)
+        if where is None:  # once per asyncio: one code object serves every bridge
+            where = _BRIDGE_CELL_INDEX[code] = tuple(map(code.co_freevars.index, _BRIDGE_CELLS))
+        closure = fn.__closure__ or ()
+        set_state, loop, destination = (closure[i].cell_contents for i in where)
+    except (AttributeError, IndexError, ValueError, TypeError):
         return None  # another asyncio: run it as a plain callback
     if not isinstance(loop, asyncio.AbstractEventLoop):
         return None

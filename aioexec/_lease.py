@@ -12,13 +12,17 @@ for the executor's answers, that loop reads the children's result pipes itself
 (``loop.add_reader``) and the manager thread stops watching them: an answer wakes only the
 thread that awaits it.
 
+While it holds the lease, the loop also queues its own submissions that find no free slot
+and dispatches them as its answers free the slots, so a burst of work from one loop runs
+without the manager thread too.
+
 Safety (nothing may hang because a loop is busy, blocked or stopped): a lease starts only
 when a running loop submits to an idle executor (no task in flight or queued), and it ends,
 and the manager thread watches the pipes again, as soon as anything else could wait for an
 answer:
 
-- a submission from another thread or event loop, or one that must be queued (the manager
-  thread dispatches queued work as answers free the slots, so it must read them);
+- a submission from another thread or event loop, or one that cannot be queued under the
+  lease (a child must be started first, or the manager has work pending);
 - a blocking wait on a future: ``result()``, ``exception()``, ``wait()``, ``as_completed()``,
   from any thread, the loop's own included;
 - a done-callback other than the lease loop's own ``wrap_future`` bridge;
@@ -48,6 +52,9 @@ from ._process import ChildProcess
 from ._protocol import Frame
 from ._scheduler import ChildId
 
+if TYPE_CHECKING:
+    from ._manager import ManagerConfig
+
 __all__ = ["Leasing", "LoopLease"]
 
 
@@ -59,6 +66,7 @@ class LoopLease:
     ) -> None:
         self.manager = manager
         self.loop = loop
+        self.thread = threading.get_ident()
         self.completions = Completions()
         self._fds: dict[ChildId, int] = {}
         # A loop closed before it dropped its readers never will: close the duplicates once
@@ -122,7 +130,12 @@ class Leasing:
 
         _inbox: deque[tuple[str, Any]]
 
+        config: ManagerConfig
+        _queued_async: deque[Any]
+        _queued_sync: deque[Any]
+
         def _has_queued(self) -> bool: ...
+        def _dispatch(self, may_start: bool = True) -> None: ...
         def _on_readable(self, child: ChildProcess) -> None: ...
         def _on_frame(self, child: ChildProcess, frame: Frame) -> None: ...
         def _notify(self) -> None: ...
@@ -192,6 +205,23 @@ class Leasing:
             or not self._children
         )
 
+    def _queue_for_lease(self, item: Any) -> bool:
+        """Queue the lease loop's own submission that found no room; False if it cannot be
+        (no lease of this thread's loop, children to start, or work for the manager)."""
+        lease = self._lease
+        if (
+            lease is None
+            or lease.thread != threading.get_ident()
+            or self._inbox
+            or self.broken is not None
+            or self._shutting_down
+            or len(self._children) < self.config.max_workers
+            or lease.child_ids != self._children.keys()
+        ):
+            return False
+        (self._queued_async if item.is_async else self._queued_sync).append(item)
+        return True
+
     # -- the lease loop's thread ------------------------------------------------------------
 
     def read_leased(self, lease: LoopLease, child: ChildProcess) -> bool:
@@ -202,13 +232,20 @@ class Leasing:
             self._reader_ident = threading.get_ident()
             self._completions = lease.completions
             try:
-                if child.read(functools.partial(self._on_frame, child)):
-                    return True
-                child.eof = True
-                return False
+                more = child.read(functools.partial(self._on_frame, child))
+                if self._has_queued():  # answers free slots: send what the loop queued
+                    self._dispatch(may_start=False)
+                    self._flush_now()
             finally:
                 self._completions = self._turn_completions
                 self._reader_ident = 0
+            child.eof = not more
+            return more
+
+    def _flush_now(self) -> None:
+        for child in self._children.values():
+            if child.out and not child.write_blocked and not child.flush():
+                self._notify()  # the manager thread waits for room in that pipe
 
     # -- the manager thread, under the lock -------------------------------------------------
 

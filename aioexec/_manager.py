@@ -139,7 +139,7 @@ class Manager(ChildEvents, Leasing):
             loop = _get_running_loop()
             with self._lock:
                 self._lease_for(loop)
-                if self._send_now(item):
+                if self._send_now(item) or self._queue_for_lease(item):
                     return
             # Queued: the manager thread dispatches it when an answer frees a slot, so it
             # must read the answers.
@@ -298,7 +298,7 @@ class Manager(ChildEvents, Leasing):
 
     # -- dispatching ------------------------------------------------------------------------
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, may_start: bool = True) -> None:
         if self.broken is not None:
             self._fail_queued()
             return
@@ -307,7 +307,7 @@ class Manager(ChildEvents, Leasing):
                 if queue[0].future.cancelled():
                     queue.popleft()
                     continue
-                child = self._child_with_room(is_async, may_start=True)
+                child = self._child_with_room(is_async, may_start)
                 if child is None:
                     break
                 item = queue.popleft()

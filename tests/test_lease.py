@@ -302,3 +302,26 @@ def test_shutdown_from_the_lease_loop_waits_for_its_tasks(
         return future.result(0)
 
     assert asyncio.run(main()) == "finished"
+
+
+@pytest.mark.parametrize("start_method", ["forkserver"])
+def test_a_burst_from_the_lease_loop_is_queued_and_sent_by_the_loop(
+    make_executor: Callable[..., AsyncProcessExecutor],
+) -> None:
+    executor = make_executor(2, child_concurrency=2)
+
+    async def main() -> list[object]:
+        loop = asyncio.get_running_loop()
+        await take_lease(executor)
+        burst = [executor.submit(helpers.async_sleep, 0.001, i) for i in range(60)]
+        for future in burst[30:]:  # still queued: they never run
+            assert future.cancel()
+        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in burst[:30]))
+        results += await asyncio.gather(
+            *(loop.run_in_executor(executor, helpers.async_double, i) for i in range(200))
+        )
+        # The queued work went out as the loop's answers freed the slots: the lease held.
+        assert holds_lease(executor, loop)
+        return results
+
+    assert asyncio.run(main()) == list(range(30)) + [2 * i for i in range(200)]
