@@ -17,12 +17,14 @@ Data flow::
 The scheduling state (queues, children, tasks in flight, the children's output buffers) is
 guarded by one lock. A submitting thread that finds a child with room writes the task's frame
 itself, so the common case costs no thread hop; everything else (starting children, queued
-work, answers, deaths, shutdown) is the manager thread's. Only the manager thread touches the
-selector. The manager sleeps in ``selector.select()`` on: the wake-up pipe, each child's
-result pipe, each child's process sentinel, and a child's task pipe while it is full.
-Nothing polls and nothing sleeps.
+work, answers, deaths, shutdown) is the manager thread's, except while an event loop holds a
+lease (``_lease``): that loop then reads the answers and sends its own queued work. Only the
+manager thread touches the selector. The manager sleeps in ``selector.select()`` on: the
+wake-up pipe, each child's result pipe that no lease covers, each child's process sentinel,
+and a child's task pipe while it is full. Nothing polls and nothing sleeps.
 
-The handlers for a child's answers and death are ``_answers.ChildEvents``, mixed in here.
+The handlers for a child's answers and death are ``_answers.ChildEvents``, and the lease's
+bookkeeping is ``_lease.Leasing``, both mixed in here.
 
 One turn of :meth:`Manager._run`, under the lock: handle ready descriptors, take the inbox,
 dispatch queued work, flush pipes; then, without the lock, deliver the turn's outcomes; stop
