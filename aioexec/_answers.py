@@ -1,12 +1,14 @@
-"""What the manager does with its children's answers and deaths, in the manager thread.
+"""What the manager does with its children's answers and deaths, and when it breaks.
 
 Neighbours: :class:`ChildEvents` is mixed into ``_manager.Manager`` (it shares its state and
-runs under its lock); the outcomes go to ``_completion``; exceptions are rebuilt by
+runs under its lock, in the manager thread or, for answers, in the event loop that holds a
+lease: ``_lease``); the outcomes go to ``_completion``; exceptions are rebuilt by
 ``_errors``.
 
 Every task sent to a child ends here exactly once: with the child's RESULT, ERROR,
-CANCELLED or UNDELIVERABLE frame, or with ``BrokenWorkerError`` when the child's process
-sentinel says it died first (answers it wrote just before dying are read before that).
+CANCELLED or UNDELIVERABLE frame, with ``BrokenWorkerError`` when the child's process
+sentinel says it died first (answers it wrote just before dying are read before that), or
+with ``BrokenPoolError`` when the executor breaks.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ from __future__ import annotations
 import functools
 import pickle
 import selectors
+from collections import deque
 from concurrent.futures import InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from ._completion import Completions
-from ._errors import BrokenWorkerError, DeliveryError, describe_exit, load_exception
+from ._errors import (
+    BrokenPoolError,
+    BrokenWorkerError,
+    DeliveryError,
+    describe_exit,
+    load_exception,
+)
 from ._future import TaskFuture
 from ._process import ChildProcess, ChildState
 from ._protocol import Frame, Kind
@@ -40,8 +49,12 @@ class ChildEvents:
         _ever_ready: bool
         _init_failure: tuple[str, BaseException | None] | None
 
-        def _break(self, why: str, cause: BaseException | None) -> None: ...
+        _shutting_down: bool
+        _queued_async: deque[Any]
+        _queued_sync: deque[Any]
+
         def _publish_children(self) -> None: ...
+        def end_lease(self) -> None: ...
 
     def _on_readable(self, child: ChildProcess) -> None:
         if child.child_id in self._children and not child.read(
@@ -73,25 +86,29 @@ class ChildEvents:
                     exc,
                 )
             return
-        if frame.task_id not in child.running:
+        future = child.running.get(frame.task_id)
+        if future is None:
             return  # already failed: the executor broke while the child was answering
-        future = self._take_running(child, frame.task_id)
-        self._tasks_ended += 1
         if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
             self._completions.cancelled(future)
-            return
-        value, error = outcome(frame, child.pid)
-        if kind is Kind.UNDELIVERABLE:
-            assert error is not None
-            error = undeliverable(
-                error,
-                f"child process {child.pid} could not unpickle this task's function or arguments",
-            )
-        # Dropped when the user cancelled the future meanwhile.
-        if error is None:
-            self._completions.result(future, value)
         else:
-            self._completions.error(future, error)
+            value, error = outcome(frame, child.pid)
+            if kind is Kind.UNDELIVERABLE:
+                assert error is not None
+                error = undeliverable(
+                    error,
+                    f"child process {child.pid} could not unpickle this task's function or "
+                    "arguments",
+                )
+            # Dropped when the user cancelled the future meanwhile.
+            if error is None:
+                self._completions.result(future, value)
+            else:
+                self._completions.error(future, error)
+        # Forgotten only once its outcome is recorded: a reader interrupted before that
+        # (see _lease) leaves it in flight, to fail with its child.
+        self._take_running(child, frame.task_id)
+        self._tasks_ended += 1
 
     def _on_exit(self, child: ChildProcess) -> None:
         # Answers written just before the exit are still in the pipe: take them first.
@@ -120,6 +137,37 @@ class ChildEvents:
             )
             self._completions.error(self._take_running(child, task_id), error)
         self._forget(child)
+
+    def _break(self, why: str, cause: BaseException | None) -> None:
+        """The executor cannot run work: fail everything and stop the children."""
+        if self.broken is not None:
+            return
+        self.broken = f"aioexec: the executor is broken: {why}"
+        self._shutting_down = True
+        self.end_lease()
+        self._fail_queued()
+        for child in self._children.values():
+            for task_id in list(child.running):
+                self._completions.error(
+                    self._take_running(child, task_id), self._broken_error(cause)
+                )
+            # A child still starting is left to finish (an initializer that failed there
+            # too must get to log it) and then stops on the STOP it is sent; a child that
+            # runs work is stopped now, since its tasks were failed.
+            if child.state is not ChildState.STARTING and child.process.exitcode is None:
+                child.process.terminate()
+
+    def _broken_error(self, cause: BaseException | None) -> BrokenPoolError:
+        error = BrokenPoolError(self.broken)
+        error.__cause__ = cause
+        return error
+
+    def _fail_queued(self) -> None:
+        for queue in (self._queued_async, self._queued_sync):
+            while queue:
+                future = queue.popleft().future
+                if future.start_running():
+                    self._completions.error(future, self._broken_error(None))
 
     def _take_running(self, child: ChildProcess, task_id: int) -> TaskFuture[Any]:
         """Forget a task that was answered or lost; return its future."""

@@ -120,6 +120,7 @@ class Completions:
         per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]] = {}
         elsewhere = Completions()  # what the manager thread delivers for this (lease) loop
         ran = done = 0
+        current: list[tuple[_Callback, TaskFuture[Any]]] = []  # callbacks not run yet
         try:
             for fn, future in later:
                 ran += 1
@@ -127,7 +128,9 @@ class Completions:
             for future, value, error, cancelled in items:
                 done += 1
                 callbacks = future.settle_cancelled() if cancelled else future.settle(value, error)
-                for fn in callbacks or ():
+                current = [(fn, future) for fn in callbacks or ()]
+                while current:
+                    fn, future = current.pop(0)
                     bridge = _bridge(fn)
                     if bridge is not None:
                         bridge_to, set_state, destination = bridge
@@ -142,16 +145,20 @@ class Completions:
             # A callback raised SystemExit or the like, which ends the manager thread: the
             # outcomes not settled yet stay for its last deliver().
             keep = self if post is None else elsewhere
-            keep._later[:0] = later[ran:]
+            keep._later[:0] = later[ran:] + current
             keep._items[:0] = items[done:]
             raise
         finally:
-            mine = per_loop.pop(loop, None) if loop is not None else None
-            if mine:
-                _copy_outcomes(loop, mine)  # type: ignore[arg-type]
-            self._hand_over(per_loop)
-            if elsewhere and post is not None:
-                post("deliver", elsewhere)
+            try:
+                mine = per_loop.pop(loop, None) if loop is not None else None
+                if mine:
+                    _copy_outcomes(loop, mine)  # type: ignore[arg-type]
+            finally:
+                try:
+                    self._hand_over(per_loop)
+                finally:
+                    if elsewhere and post is not None:
+                        post("deliver", elsewhere)
 
     @staticmethod
     def _hand_over(per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]]) -> None:

@@ -20,7 +20,8 @@ leaves exactly one outcome: ``settle`` on a cancelled future changes nothing and
 is dropped.
 
 Every way to wait for an unfinished future (``result()``, ``exception()``, ``wait()`` and
-``as_completed()``, which add a waiter, and ``add_done_callback``) is reported to the
+``as_completed()``, which add a waiter, ``add_done_callback``, and polling ``done()`` or
+``running()``) is reported to the
 ``on_wait`` hook first: an event loop's lease on the answers (``_lease``) ends when anyone
 else may be waiting.
 """
@@ -81,6 +82,17 @@ class TaskFuture(Future[T]):
         if self._on_wait is not None and self._state in _UNFINISHED:
             self._on_wait(fn)
         super().add_done_callback(fn)
+
+    def done(self) -> bool:
+        # Polling (``while not f.done(): sleep``) is a wait too.
+        if self._on_wait is not None and self._state in _UNFINISHED:
+            self._on_wait(None)
+        return super().done()
+
+    def running(self) -> bool:
+        if self._on_wait is not None and self._state in _UNFINISHED:
+            self._on_wait(None)
+        return super().running()
 
     def result(self, timeout: float | None = None) -> T:
         if self._on_wait is not None and self._state in _UNFINISHED:

@@ -12,17 +12,14 @@ for the executor's answers, that loop reads the children's result pipes itself
 (``loop.add_reader``) and the manager thread stops watching them: an answer wakes only the
 thread that awaits it.
 
-While it holds the lease, the loop also queues its own submissions that find no free slot
-and dispatches them as its answers free the slots, so a burst of work from one loop runs
-without the manager thread too.
-
 Safety (nothing may hang because a loop is busy, blocked or stopped): a lease starts only
 when a running loop submits to an idle executor (no task in flight or queued), and it ends,
 and the manager thread watches the pipes again, as soon as anything else could wait for an
 answer:
 
-- a submission from another thread or event loop, or one that cannot be queued under the
-  lease (a child must be started first, or the manager has work pending);
+- a submission from another thread or event loop, or one that must be queued: the manager
+  thread sends queued work as answers free the slots, so it must read them (and a task
+  must never wait, unsent, for a loop that may be blocked on the task's side effects);
 - a blocking wait on a future: ``result()``, ``exception()``, ``wait()``, ``as_completed()``,
   from any thread, the loop's own included;
 - a done-callback other than the lease loop's own ``wrap_future`` bridge;
@@ -48,12 +45,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._completion import Completions, bridge_loop
-from ._process import ChildProcess
+from ._process import ChildProcess, ChildState
 from ._protocol import Frame
 from ._scheduler import ChildId
-
-if TYPE_CHECKING:
-    from ._manager import ManagerConfig
 
 __all__ = ["Leasing", "LoopLease"]
 
@@ -66,7 +60,6 @@ class LoopLease:
     ) -> None:
         self.manager = manager
         self.loop = loop
-        self.thread = threading.get_ident()
         self.completions = Completions()
         self._fds: dict[ChildId, int] = {}
         # A loop closed before it dropped its readers never will: close the duplicates once
@@ -82,16 +75,23 @@ class LoopLease:
         self.child_ids = frozenset(self._fds)
 
     def _on_readable(self, child: ChildProcess) -> None:
-        if not self.manager.read_leased(self, child):
-            self._unwatch(child.child_id)
-        if self.completions:
-            self.completions.deliver(self.loop, self.manager.post)
+        try:
+            if not self.manager.read_leased(self, child):
+                self._unwatch(child.child_id)
+        finally:  # what was read is delivered even if the read was interrupted
+            if self.completions:
+                self.completions.deliver(self.loop, self.manager.post)
 
     def _unwatch(self, child_id: ChildId) -> None:
         fd = self._fds.pop(child_id, None)
         if fd is not None:
-            self.loop.remove_reader(fd)
-            os.close(fd)
+            try:
+                self.loop.remove_reader(fd)
+            finally:
+                os.close(fd)
+
+    def fds(self) -> list[int]:
+        return list(self._fds.values())
 
     def unwatch_all(self) -> None:
         """Drop every reader (in the loop's thread, once the lease has ended)."""
@@ -130,12 +130,7 @@ class Leasing:
 
         _inbox: deque[tuple[str, Any]]
 
-        config: ManagerConfig
-        _queued_async: deque[Any]
-        _queued_sync: deque[Any]
-
         def _has_queued(self) -> bool: ...
-        def _dispatch(self, may_start: bool = True) -> None: ...
         def _on_readable(self, child: ChildProcess) -> None: ...
         def _on_frame(self, child: ChildProcess, frame: Frame) -> None: ...
         def _notify(self) -> None: ...
@@ -189,9 +184,9 @@ class Leasing:
         except (NotImplementedError, OSError, RuntimeError):
             self._refused_loop = id(loop)
             return
-        self._lease = lease
-        self._leases.append(lease)
+        self._leases.append(lease)  # first: whatever happens next, the manager can end it
         self._registrations_stale = True
+        self._lease = lease
         self._notify()
 
     def _idle(self) -> bool:
@@ -205,23 +200,6 @@ class Leasing:
             or not self._children
         )
 
-    def _queue_for_lease(self, item: Any) -> bool:
-        """Queue the lease loop's own submission that found no room; False if it cannot be
-        (no lease of this thread's loop, children to start, or work for the manager)."""
-        lease = self._lease
-        if (
-            lease is None
-            or lease.thread != threading.get_ident()
-            or self._inbox
-            or self.broken is not None
-            or self._shutting_down
-            or len(self._children) < self.config.max_workers
-            or lease.child_ids != self._children.keys()
-        ):
-            return False
-        (self._queued_async if item.is_async else self._queued_sync).append(item)
-        return True
-
     # -- the lease loop's thread ------------------------------------------------------------
 
     def read_leased(self, lease: LoopLease, child: ChildProcess) -> bool:
@@ -233,19 +211,19 @@ class Leasing:
             self._completions = lease.completions
             try:
                 more = child.read(functools.partial(self._on_frame, child))
-                if self._has_queued():  # answers free slots: send what the loop queued
-                    self._dispatch(may_start=False)
-                    self._flush_now()
+            except BaseException:
+                # Interrupted (a KeyboardInterrupt lands in the main thread): the stream may
+                # be cut mid-frame, so the child is stopped, and its tasks fail with
+                # BrokenWorkerError once its sentinel fires; the manager reads again.
+                self.end_lease()
+                child.state = ChildState.RETIRING
+                child.process.terminate()
+                raise
             finally:
                 self._completions = self._turn_completions
                 self._reader_ident = 0
             child.eof = not more
             return more
-
-    def _flush_now(self) -> None:
-        for child in self._children.values():
-            if child.out and not child.write_blocked and not child.flush():
-                self._notify()  # the manager thread waits for room in that pipe
 
     # -- the manager thread, under the lock -------------------------------------------------
 
@@ -272,6 +250,6 @@ class Leasing:
             if old is not lease:
                 try:
                     old.loop.call_soon_threadsafe(old.unwatch_all)
-                except RuntimeError:
+                except Exception:
                     pass  # a closed loop: the lease's finalizer closes its descriptors
         self._leases = [lease] if lease is not None else []

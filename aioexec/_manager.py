@@ -48,7 +48,6 @@ from typing import Any
 from ._answers import ChildEvents, fail
 from ._child import ChildConfig
 from ._completion import Completions
-from ._errors import BrokenPoolError
 from ._future import TaskFuture
 from ._lease import Leasing
 from ._pipeio import Wakeup
@@ -141,7 +140,7 @@ class Manager(ChildEvents, Leasing):
             loop = _get_running_loop()
             with self._lock:
                 self._lease_for(loop)
-                if self._send_now(item) or self._queue_for_lease(item):
+                if self._send_now(item):
                     return
             # Queued: the manager thread dispatches it when an answer frees a slot, so it
             # must read the answers.
@@ -245,6 +244,8 @@ class Manager(ChildEvents, Leasing):
                 fail(arg.future, self._broken_error(None))
             elif op == "start_child":
                 arg.set()
+            elif op == "deliver":  # an event loop's plain callbacks, after this thread ended
+                arg.deliver()
 
     def _has_queued(self) -> bool:
         return bool(self._queued_async or self._queued_sync)
@@ -300,7 +301,7 @@ class Manager(ChildEvents, Leasing):
 
     # -- dispatching ------------------------------------------------------------------------
 
-    def _dispatch(self, may_start: bool = True) -> None:
+    def _dispatch(self) -> None:
         if self.broken is not None:
             self._fail_queued()
             return
@@ -309,7 +310,7 @@ class Manager(ChildEvents, Leasing):
                 if queue[0].future.cancelled():
                     queue.popleft()
                     continue
-                child = self._child_with_room(is_async, may_start)
+                child = self._child_with_room(is_async, may_start=True)
                 if child is None:
                     break
                 item = queue.popleft()
@@ -357,6 +358,7 @@ class Manager(ChildEvents, Leasing):
         config = self.config.child
         if self.config.ctx.get_start_method() == "fork":
             fds = [self._wakeup.read_fd] + [fd for c in self._children.values() for fd in c.fds()]
+            fds += [fd for lease in self._leases for fd in lease.fds()]
             config = ChildConfig(
                 config.initializer, config.initargs, config.loop_factory, tuple(fds)
             )
@@ -425,36 +427,3 @@ class Manager(ChildEvents, Leasing):
 
     def _publish_children(self) -> None:
         self.children_snapshot = {c.pid: c.process for c in self._children.values()}
-
-    # -- breaking ---------------------------------------------------------------------------
-
-    def _break(self, why: str, cause: BaseException | None) -> None:
-        """The executor cannot run work: fail everything and stop the children."""
-        if self.broken is not None:
-            return
-        self.broken = f"aioexec: the executor is broken: {why}"
-        self._shutting_down = True
-        self.end_lease()
-        self._fail_queued()
-        for child in self._children.values():
-            for task_id in list(child.running):
-                self._completions.error(
-                    self._take_running(child, task_id), self._broken_error(cause)
-                )
-            # A child still starting is left to finish (an initializer that failed there
-            # too must get to log it) and then stops on the STOP it is sent; a child that
-            # runs work is stopped now, since its tasks were failed.
-            if child.state is not ChildState.STARTING and child.process.exitcode is None:
-                child.process.terminate()
-
-    def _broken_error(self, cause: BaseException | None) -> BrokenPoolError:
-        error = BrokenPoolError(self.broken)
-        error.__cause__ = cause
-        return error
-
-    def _fail_queued(self) -> None:
-        for queue in (self._queued_async, self._queued_sync):
-            while queue:
-                future = queue.popleft().future
-                if future.start_running():
-                    self._completions.error(future, self._broken_error(None))

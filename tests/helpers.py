@@ -240,3 +240,9 @@ async def async_made_by_task_factory() -> bool:
 
 async def async_made_by_task_factory_of(_: object) -> bool:
     return await async_made_by_task_factory()
+
+
+async def write_file(path: str) -> None:
+    """Create ``path``: a side effect a test can wait for without the task's future."""
+    with open(path, "w") as f:
+        f.write("done")

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import faults
@@ -21,6 +22,7 @@ import pytest
 from aioexec import AsyncProcessExecutor, BrokenWorkerError
 from aioexec._completion import Completions
 from aioexec._future import TaskFuture
+from aioexec._process import ChildProcess
 
 TIMEOUT = 30
 
@@ -133,6 +135,43 @@ def test_wait_and_as_completed_in_the_loop_thread_end_the_lease(
         return future.result()
 
     assert asyncio.run(main()) == "done"
+
+
+@pytest.mark.parametrize("start_method", ["forkserver"])
+def test_polling_done_after_the_lease_loop_closed_sees_the_answer(
+    make_executor: Callable[..., AsyncProcessExecutor],
+) -> None:
+    executor = make_executor(1)
+
+    async def main() -> Future[object]:
+        await take_lease(executor)
+        return executor.submit(helpers.async_sleep, 0.05, "late")
+
+    future = asyncio.run(main())  # the loop closes; nothing awaited the future there
+    deadline = time.monotonic() + TIMEOUT
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert future.result(0) == "late"
+
+
+@pytest.mark.parametrize("start_method", ["forkserver"])
+def test_work_submitted_by_a_lease_loop_that_then_stops_runs_anyway(
+    make_executor: Callable[..., AsyncProcessExecutor], tmp_path: Path
+) -> None:
+    # Nothing waits on the futures: the tasks' side effects are what the caller waits for.
+    executor = make_executor(1, child_concurrency=1)
+    paths = [str(tmp_path / str(i)) for i in range(3)]
+
+    async def main() -> None:
+        await take_lease(executor)
+        for path in paths:
+            executor.submit(helpers.write_file, path)
+
+    asyncio.run(main())
+    deadline = time.monotonic() + TIMEOUT
+    while not all(map(os.path.exists, paths)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(map(os.path.exists, paths))
 
 
 @pytest.mark.parametrize("start_method", ["forkserver"])
@@ -305,7 +344,7 @@ def test_shutdown_from_the_lease_loop_waits_for_its_tasks(
 
 
 @pytest.mark.parametrize("start_method", ["forkserver"])
-def test_a_burst_from_the_lease_loop_is_queued_and_sent_by_the_loop(
+def test_a_burst_from_the_lease_loop_is_queued_for_the_manager_and_the_lease_comes_back(
     make_executor: Callable[..., AsyncProcessExecutor],
 ) -> None:
     executor = make_executor(2, child_concurrency=2)
@@ -320,8 +359,44 @@ def test_a_burst_from_the_lease_loop_is_queued_and_sent_by_the_loop(
         results += await asyncio.gather(
             *(loop.run_in_executor(executor, helpers.async_double, i) for i in range(200))
         )
-        # The queued work went out as the loop's answers freed the slots: the lease held.
+        # Queued work ended the lease (the manager thread sends it as answers free the
+        # slots); the next idle moment starts a new one.
+        await take_lease(executor)
         assert holds_lease(executor, loop)
         return results
 
     assert asyncio.run(main()) == list(range(30)) + [2 * i for i in range(200)]
+
+
+@pytest.mark.parametrize("start_method", ["forkserver"])
+def test_a_read_interrupted_in_the_lease_loop_stops_only_that_child(
+    make_executor: Callable[..., AsyncProcessExecutor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = make_executor(1)
+    real_read = ChildProcess.read
+    seen: list[Any] = []
+
+    def interrupted(self: ChildProcess, *args: Any, **kwargs: Any) -> bool:
+        if threading.current_thread() is threading.main_thread():
+            monkeypatch.setattr(ChildProcess, "read", real_read)
+            raise KeyboardInterrupt
+        return real_read(self, *args, **kwargs)
+
+    async def main() -> None:
+        await take_lease(executor)
+        seen.append(await executor.run(helpers.async_pid))
+        monkeypatch.setattr(ChildProcess, "read", interrupted)
+        seen.append(executor.submit(helpers.async_double, 2))
+        await asyncio.sleep(TIMEOUT)  # the answer arrives; reading it is interrupted
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    first_pid, future = seen
+    # The pipe may have been cut mid-frame, so that child was stopped; its task still ends
+    # (with the answer left in the pipe, or with BrokenWorkerError), and a new child takes
+    # over.
+    try:
+        assert future.result(TIMEOUT) == 4
+    except BrokenWorkerError:
+        pass
+    assert executor.submit(helpers.async_pid).result(TIMEOUT) != first_pid
