@@ -137,7 +137,7 @@ class _Runtime:
 
     def _on_readable(self) -> None:
         try:
-            n = read_once(self._in_fd, self._decoder, self._scratch)
+            n, _ = read_once(self._in_fd, self._decoder, self._scratch)
         except BlockingIOError:
             return
         except OSError:

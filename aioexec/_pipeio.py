@@ -19,19 +19,20 @@ __all__ = ["SCRATCH_SIZE", "Wakeup", "read_once", "write_all"]
 SCRATCH_SIZE = 256 * 1024
 
 
-def read_once(fd: int, decoder: FrameDecoder, scratch: bytearray) -> int:
+def read_once(fd: int, decoder: FrameDecoder, scratch: bytearray) -> tuple[int, bool]:
     """Read once from ``fd`` into ``decoder``: straight into a large body's own buffer when one
-    is being received, else through ``scratch``. Returns the byte count, 0 at end of file;
+    is being received, else through ``scratch``. Returns the byte count (0 at end of file)
+    and whether the read filled its buffer (if not, the pipe was empty when it returned);
     raises ``BlockingIOError`` when nothing is available."""
     target = decoder.get_buffer()
     if target is not None:
         n = os.readv(fd, [target])
         decoder.buffer_updated(n)
-        return n
+        return n, n == len(target)
     n = os.readv(fd, [scratch])
     if n:
         decoder.receive_data(memoryview(scratch)[:n])
-    return n
+    return n, n == len(scratch)
 
 
 def write_all(fd: int, out: OutBuffer) -> None:

@@ -129,7 +129,7 @@ class ChildProcess:
         while max_reads is None or reads < max_reads:
             reads += 1
             try:
-                n = read_once(self.read_fd, self.decoder, self._scratch)
+                n, full = read_once(self.read_fd, self.decoder, self._scratch)
             except BlockingIOError:
                 return True
             except OSError:
@@ -138,6 +138,10 @@ class ChildProcess:
                 return False
             while isinstance(frame := self.decoder.next_frame(), Frame):
                 on_frame(frame)
+            if not full and max_reads is not None:
+                # The pipe was empty: no second read just to hear EAGAIN. Whatever arrives
+                # next makes the (level-triggered) selector report the pipe again.
+                return True
         return True  # more may be waiting: the selector reports the pipe again
 
     def close(self) -> None:
