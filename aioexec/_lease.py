@@ -127,7 +127,6 @@ class Leasing:
         _running_on: dict[int, ChildProcess]
         _shutting_down: bool
         _exited: bool
-
         _inbox: deque[tuple[str, Any]]
 
         def _has_queued(self) -> bool: ...
