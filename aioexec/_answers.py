@@ -48,13 +48,18 @@ class ChildEvents:
         _tasks_ended: int
         _ever_ready: bool
         _init_failure: tuple[str, BaseException | None] | None
-
         _shutting_down: bool
         _queued_async: deque[Any]
         _queued_sync: deque[Any]
 
         def _publish_children(self) -> None: ...
         def end_lease(self) -> None: ...
+
+    def _watch(self, child: ChildProcess) -> None:
+        """Have the manager's selector report ``child``'s answers."""
+        self._selector.register(
+            child.read_fd, selectors.EVENT_READ, functools.partial(self._on_readable, child)
+        )
 
     def _on_readable(self, child: ChildProcess) -> None:
         if child.child_id in self._children and not child.read(

@@ -21,9 +21,8 @@ is dropped.
 
 Every way to wait for an unfinished future (``result()``, ``exception()``, ``wait()`` and
 ``as_completed()``, which add a waiter, ``add_done_callback``, and polling ``done()`` or
-``running()``) is reported to the
-``on_wait`` hook first: an event loop's lease on the answers (``_lease``) ends when anyone
-else may be waiting.
+``running()``) is reported to the ``on_wait`` hook first: an event loop's lease on the
+answers (``_lease``) ends when anyone else may be waiting.
 """
 
 from __future__ import annotations
@@ -78,30 +77,28 @@ class TaskFuture(Future[T]):
         if on_wait is not None:
             self._waiters = _Waiters(on_wait)
 
-    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+    def _note_wait(self, fn: Callable[..., object] | None = None) -> None:
         if self._on_wait is not None and self._state in _UNFINISHED:
             self._on_wait(fn)
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        self._note_wait(fn)
         super().add_done_callback(fn)
 
     def done(self) -> bool:
-        # Polling (``while not f.done(): sleep``) is a wait too.
-        if self._on_wait is not None and self._state in _UNFINISHED:
-            self._on_wait(None)
+        self._note_wait()  # polling (``while not f.done(): sleep``) is a wait too
         return super().done()
 
     def running(self) -> bool:
-        if self._on_wait is not None and self._state in _UNFINISHED:
-            self._on_wait(None)
+        self._note_wait()
         return super().running()
 
     def result(self, timeout: float | None = None) -> T:
-        if self._on_wait is not None and self._state in _UNFINISHED:
-            self._on_wait(None)
+        self._note_wait()
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._on_wait is not None and self._state in _UNFINISHED:
-            self._on_wait(None)
+        self._note_wait()
         return super().exception(timeout)
 
     def cancel(self) -> bool:

@@ -130,7 +130,7 @@ class Leasing:
         _inbox: deque[tuple[str, Any]]
 
         def _has_queued(self) -> bool: ...
-        def _on_readable(self, child: ChildProcess) -> None: ...
+        def _watch(self, child: ChildProcess) -> None: ...
         def _on_frame(self, child: ChildProcess, frame: Frame) -> None: ...
         def _notify(self) -> None: ...
         def post(self, op: str, arg: Any = None) -> None: ...
@@ -238,11 +238,7 @@ class Leasing:
             if watch != child.watched:
                 child.watched = watch
                 if watch:
-                    self._selector.register(
-                        child.read_fd,
-                        selectors.EVENT_READ,
-                        functools.partial(self._on_readable, child),
-                    )
+                    self._watch(child)
                 else:
                     self._selector.unregister(child.read_fd)
         for old in self._leases:

@@ -365,9 +365,7 @@ class Manager(ChildEvents, Leasing):
         child = ChildProcess(ChildId(self._next_child_id), self.config.ctx, config)
         self._next_child_id += 1
         self._children[child.child_id] = child
-        self._selector.register(
-            child.read_fd, selectors.EVENT_READ, functools.partial(self._on_readable, child)
-        )
+        self._watch(child)
         self._selector.register(
             child.sentinel, selectors.EVENT_READ, functools.partial(self._on_exit, child)
         )
