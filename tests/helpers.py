@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import time
+from collections.abc import Iterator
 
 
 async def async_double(x: int) -> int:
@@ -209,6 +211,18 @@ def _rebuild_and_submit() -> str:
     executor = PARENT_EXECUTOR[0]
     SUBMITTED_WHILE_UNPICKLING.append(executor.submit(double, 21))  # type: ignore[attr-defined]
     return "rebuilt"
+
+
+@contextlib.contextmanager
+def submitting_when_unpickled(executor: object) -> Iterator[list[object]]:
+    """Expose ``executor`` to :class:`SubmitsWhenUnpickled`; yields the list of the futures
+    submitted while unpickling."""
+    PARENT_EXECUTOR[:] = [executor]
+    SUBMITTED_WHILE_UNPICKLING.clear()
+    try:
+        yield SUBMITTED_WHILE_UNPICKLING
+    finally:
+        PARENT_EXECUTOR.clear()
 
 
 class SubmitsWhenUnpickled:

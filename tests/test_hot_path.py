@@ -73,14 +73,10 @@ def test_a_task_submitted_while_the_manager_unpickles_a_result_runs(
     # Results are unpickled in the manager thread under its lock: a submission from there
     # must be queued, not take the lock again.
     executor = make_executor(1)
-    helpers.PARENT_EXECUTOR[:] = [executor]
-    helpers.SUBMITTED_WHILE_UNPICKLING.clear()
-    try:
+    with helpers.submitting_when_unpickled(executor) as submitted:
         assert executor.submit(helpers.async_submits_when_unpickled).result(TIMEOUT) == "rebuilt"
-        (submitted,) = helpers.SUBMITTED_WHILE_UNPICKLING
-        assert submitted.result(TIMEOUT) == 42
-    finally:
-        helpers.PARENT_EXECUTOR.clear()
+        (future,) = submitted
+        assert future.result(TIMEOUT) == 42  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("start_method", ["forkserver"])

@@ -312,20 +312,16 @@ def test_an_answer_unpickled_by_the_lease_loop_may_submit(
     # The loop unpickles answers under the manager's lock, as the manager thread does: a
     # submission from there must be queued, not take the lock again.
     executor = make_executor(1)
-    helpers.PARENT_EXECUTOR[:] = [executor]
-    helpers.SUBMITTED_WHILE_UNPICKLING.clear()
 
     async def main() -> object:
         loop = asyncio.get_running_loop()
         await take_lease(executor)
         return await loop.run_in_executor(executor, helpers.async_submits_when_unpickled)
 
-    try:
+    with helpers.submitting_when_unpickled(executor) as submitted:
         assert asyncio.run(main()) == "rebuilt"
-        (submitted,) = helpers.SUBMITTED_WHILE_UNPICKLING
-        assert submitted.result(TIMEOUT) == 42  # type: ignore[attr-defined]
-    finally:
-        helpers.PARENT_EXECUTOR.clear()
+        (future,) = submitted
+        assert future.result(TIMEOUT) == 42  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("start_method", ["forkserver"])
