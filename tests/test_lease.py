@@ -396,3 +396,31 @@ def test_a_read_interrupted_in_the_lease_loop_stops_only_that_child(
     except BrokenWorkerError:
         pass
     assert executor.submit(helpers.async_pid).result(TIMEOUT) != first_pid
+
+
+@pytest.mark.parametrize("start_method", ["forkserver"])
+def test_a_uvloop_loop_takes_the_lease_and_gives_it_back(
+    make_executor: Callable[..., AsyncProcessExecutor],
+) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    executor = make_executor(2)
+
+    async def main() -> list[object]:
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + TIMEOUT
+        # uvloop refuses coroutine functions in run_in_executor: ex.run is the way in.
+        assert await executor.run(helpers.async_double, 1) == 2
+        while not holds_lease(executor, loop) and time.monotonic() < deadline:
+            assert await executor.run(helpers.async_double, 1) == 2
+        assert holds_lease(executor, loop)
+        results: list[object] = [await executor.run(helpers.async_double, i) for i in range(20)]
+        # A blocking wait in the loop's thread ends the lease; the manager thread answers.
+        results.append(executor.submit(helpers.async_sleep, 0.05, "blocking").result(TIMEOUT))
+        return results
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) == [2 * i for i in range(20)] + ["blocking"]
+    finally:
+        loop.close()
+    assert executor.submit(helpers.double, 4).result(TIMEOUT) == 8
