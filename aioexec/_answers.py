@@ -174,6 +174,14 @@ class ChildEvents:
                 if future.start_running():
                     self._completions.error(future, self._broken_error(None))
 
+    def _stop_cut_stream(self, child: ChildProcess) -> None:
+        """A read or write of ``child``'s pipe was interrupted (a KeyboardInterrupt lands in
+        the main thread between any two bytecodes): the stream may hold part of a frame, so
+        the child is stopped, and its tasks fail with BrokenWorkerError once its sentinel
+        fires."""
+        child.state = ChildState.RETIRING
+        child.process.terminate()
+
     def _take_running(self, child: ChildProcess, task_id: int) -> TaskFuture[Any]:
         """Forget a task that was answered or lost; return its future."""
         future = child.running.pop(task_id)

@@ -118,7 +118,8 @@ class Completions:
         items, self._items = self._items, []
         later, self._later = self._later, []
         per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]] = {}
-        elsewhere = Completions()  # what the manager thread delivers for this (lease) loop
+        # What is left for the manager thread: here, or for a lease loop, what it posts there.
+        elsewhere = self if post is None else Completions()
         ran = done = 0
         current: list[tuple[_Callback, TaskFuture[Any]]] = []  # callbacks not run yet
         try:
@@ -144,9 +145,8 @@ class Completions:
         except BaseException:
             # A callback raised SystemExit or the like, which ends the manager thread: the
             # outcomes not settled yet stay for its last deliver().
-            keep = self if post is None else elsewhere
-            keep._later[:0] = later[ran:] + current
-            keep._items[:0] = items[done:]
+            elsewhere._later[:0] = later[ran:] + current
+            elsewhere._items[:0] = items[done:]
             raise
         finally:
             try:
@@ -157,7 +157,7 @@ class Completions:
                 try:
                     self._hand_over(per_loop)
                 finally:
-                    if elsewhere and post is not None:
+                    if post is not None and elsewhere:
                         post("deliver", elsewhere)
 
     @staticmethod

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._completion import Completions, bridge_loop
-from ._process import ChildProcess, ChildState
+from ._process import ChildProcess
 from ._protocol import Frame
 from ._scheduler import ChildId
 
@@ -131,6 +131,7 @@ class Leasing:
 
         def _has_queued(self) -> bool: ...
         def _watch(self, child: ChildProcess) -> None: ...
+        def _stop_cut_stream(self, child: ChildProcess) -> None: ...
         def _on_frame(self, child: ChildProcess, frame: Frame) -> None: ...
         def _notify(self) -> None: ...
         def post(self, op: str, arg: Any = None) -> None: ...
@@ -211,12 +212,8 @@ class Leasing:
             try:
                 more = child.read(functools.partial(self._on_frame, child))
             except BaseException:
-                # Interrupted (a KeyboardInterrupt lands in the main thread): the stream may
-                # be cut mid-frame, so the child is stopped, and its tasks fail with
-                # BrokenWorkerError once its sentinel fires; the manager reads again.
-                self.end_lease()
-                child.state = ChildState.RETIRING
-                child.process.terminate()
+                self.end_lease()  # the manager thread reads again
+                self._stop_cut_stream(child)
                 raise
             finally:
                 self._completions = self._turn_completions

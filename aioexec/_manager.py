@@ -174,14 +174,11 @@ class Manager(ChildEvents, Leasing):
         return True
 
     def _abandon(self, child: ChildProcess, item: WorkItem) -> None:
-        """A send from a caller's thread was interrupted (KeyboardInterrupt lands in the main
-        thread between any two bytecodes): the child's pipe may now hold part of a frame,
-        so the child is stopped, and its tasks, this one included, fail with
-        BrokenWorkerError once its sentinel fires."""
+        """A send from a caller's thread was interrupted: the task counts as running on the
+        child, which is stopped, so that it fails with the child's other tasks."""
         if item.future.task_id not in child.running:
             self._record_running(child, item)
-        child.state = ChildState.RETIRING
-        child.process.terminate()
+        self._stop_cut_stream(child)
 
     # -- the loop -------------------------------------------------------------------------
 
