@@ -17,7 +17,6 @@ import functools
 import pickle
 import selectors
 from collections import deque
-from concurrent.futures import InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from ._completion import Completions
@@ -28,7 +27,7 @@ from ._errors import (
     describe_exit,
     load_exception,
 )
-from ._future import TaskFuture
+from ._future import AnyTaskFuture
 from ._process import ChildProcess, ChildState
 from ._protocol import Frame, Kind
 from ._scheduler import ChildId
@@ -182,7 +181,7 @@ class ChildEvents:
         child.state = ChildState.RETIRING
         child.process.terminate()
 
-    def _take_running(self, child: ChildProcess, task_id: int) -> TaskFuture[Any]:
+    def _take_running(self, child: ChildProcess, task_id: int) -> AnyTaskFuture:
         """Forget a task that was answered or lost; return its future."""
         future = child.running.pop(task_id)
         del self._running_on[task_id]
@@ -201,11 +200,11 @@ class ChildEvents:
         self._publish_children()
 
 
-def fail(future: TaskFuture[Any], error: BaseException) -> None:
-    try:
-        future.set_exception(error)
-    except InvalidStateError:
-        pass
+def fail(future: AnyTaskFuture, error: BaseException) -> None:
+    """Fail one task outside a manager turn (its thread failed or has ended)."""
+    completions = Completions()
+    completions.error(future, error)
+    completions.deliver()
 
 
 def outcome(frame: Frame, pid: int) -> tuple[Any, BaseException | None]:

@@ -17,17 +17,22 @@ scheduled callback would have. Other callbacks run in the manager thread, as bef
 outside the lock, so that a callback may submit work. When an event loop that holds a lease
 delivers, its own bridges complete at once, in its thread, and anything else is posted to the
 manager thread, so that plain callbacks still run there.
+
+A ``_future.LoopFuture`` (a task awaited in an event loop) has no callbacks of its own to run
+here: it is settled in its loop's thread, by the same per-loop batch, or at once when its
+own loop delivers. An answer that finds it cancelled (its awaiter gave up) is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio.futures import _convert_future_exc  # type: ignore[attr-defined]
 from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
-from ._future import TaskFuture
+from ._future import AnyTaskFuture, LoopFuture, TaskFuture
 
 __all__ = ["Completions"]
 
@@ -38,9 +43,11 @@ _BRIDGE_CELLS = ("_set_state", "dest_loop", "destination")
 _BRIDGE_CELL_INDEX: dict[CodeType, tuple[int, ...]] = {}  # where those are in the closure
 
 _Callback = Callable[[TaskFuture[Any]], object]
-_SetState = Callable[[Any, TaskFuture[Any]], None]
-# set_state(destination, source), and the bridge callback itself (the fallback)
-_Copy = tuple[_SetState, Any, TaskFuture[Any], _Callback]
+_SetState = Callable[[Any, Any], None]
+# What a loop runs for one outcome: set_state(destination, source), and what to run instead
+# if the loop is closed: a bridge's callback on its source (None: nothing, see _hand_over)
+_Copy = tuple[_SetState, Any, Any, _Callback | None]
+_Outcome = tuple[Any, BaseException | None, bool]  # value, error, cancelled
 
 
 def bridge_loop(fn: Callable[..., Any]) -> asyncio.AbstractEventLoop | None:
@@ -69,7 +76,7 @@ def _bridge(fn: Callable[..., Any]) -> tuple[asyncio.AbstractEventLoop, _SetStat
 
 
 def _copy_outcomes(loop: asyncio.AbstractEventLoop, copies: list[_Copy]) -> None:
-    """In the event loop's thread: what each bridge's scheduled callback would have done."""
+    """In the event loop's thread: settle each asyncio future of the batch."""
     for set_state, destination, source, _ in copies:
         try:
             set_state(destination, source)
@@ -77,6 +84,34 @@ def _copy_outcomes(loop: asyncio.AbstractEventLoop, copies: list[_Copy]) -> None
             loop.call_exception_handler(
                 {"message": "aioexec: copying a result into its asyncio future", "exception": exc}
             )
+            if not destination.done():
+                # asyncio's bridge refuses some outcomes (a StopIteration): the awaiter gets
+                # the error rather than waiting forever.
+                destination.set_exception(exc)
+
+
+def _settle_loop_future(future: LoopFuture[Any], outcome: _Outcome) -> None:
+    """In the future's loop: what ``wrap_future``'s bridge would do with the outcome."""
+    if future.done():
+        return  # cancelled by its awaiter meanwhile: the answer is dropped
+    value, error, cancelled = outcome
+    if cancelled:
+        asyncio.Future.cancel(future)  # not LoopFuture.cancel: the child has ended it
+    elif error is not None:
+        future.set_exception(for_asyncio(error))
+    else:
+        future.set_result(value)
+
+
+def for_asyncio(error: BaseException) -> BaseException:
+    """``error`` as an asyncio future may hold it (as ``wrap_future`` converts it)."""
+    if isinstance(error, StopIteration):
+        # asyncio refuses it (TypeError), which would leave the awaiter waiting forever;
+        # PEP 479 turns it into a RuntimeError in generators and coroutines too.
+        converted = RuntimeError(f"the task raised StopIteration({error})")
+        converted.__cause__ = error
+        return converted
+    return _convert_future_exc(error)  # type: ignore[no-any-return]
 
 
 class Completions:
@@ -85,19 +120,19 @@ class Completions:
     __slots__ = ("_items", "_later")
 
     def __init__(self) -> None:
-        self._items: list[tuple[TaskFuture[Any], Any, BaseException | None, bool]] = []
+        self._items: list[tuple[AnyTaskFuture, Any, BaseException | None, bool]] = []
         self._later: list[tuple[_Callback, TaskFuture[Any]]] = []  # settled: callbacks only
 
     def __bool__(self) -> bool:
         return bool(self._items or self._later)
 
-    def result(self, future: TaskFuture[Any], value: Any) -> None:
+    def result(self, future: AnyTaskFuture, value: Any) -> None:
         self._items.append((future, value, None, False))
 
-    def error(self, future: TaskFuture[Any], error: BaseException) -> None:
+    def error(self, future: AnyTaskFuture, error: BaseException) -> None:
         self._items.append((future, None, error, False))
 
-    def cancelled(self, future: TaskFuture[Any]) -> None:
+    def cancelled(self, future: AnyTaskFuture) -> None:
         self._items.append((future, None, None, True))
 
     def absorb(self, other: Completions) -> None:
@@ -126,10 +161,15 @@ class Completions:
             for fn, future in later:
                 ran += 1
                 _run_callback(fn, future)
-            for future, value, error, cancelled in items:
+            for target, value, error, cancelled in items:
                 done += 1
-                callbacks = future.settle_cancelled() if cancelled else future.settle(value, error)
-                current = [(fn, future) for fn in callbacks or ()]
+                if isinstance(target, LoopFuture):
+                    per_loop.setdefault(target.get_loop(), []).append(
+                        (_settle_loop_future, target, (value, error, cancelled), None)
+                    )
+                    continue
+                callbacks = target.settle_cancelled() if cancelled else target.settle(value, error)
+                current = [(fn, target) for fn in callbacks or ()]
                 while current:
                     fn, future = current.pop(0)
                     bridge = _bridge(fn)
@@ -167,9 +207,11 @@ class Completions:
                 loop.call_soon_threadsafe(_copy_outcomes, loop, copies)
             except Exception:
                 # Closed (or a loop that refuses): each bridge does what it always does
-                # then; for a closed loop, that is nothing.
+                # then; for a closed loop, that is nothing. A LoopFuture of a closed loop
+                # has nobody left to wake.
                 for *_, source, bridge_fn in copies:
-                    _run_callback(bridge_fn, source)
+                    if bridge_fn is not None:
+                        _run_callback(bridge_fn, source)
 
 
 def _run_callback(fn: _Callback, future: TaskFuture[Any]) -> None:

@@ -1,8 +1,9 @@
 """``AsyncProcessExecutor``: the public front (submit, map, run, amap, shutdown).
 
 Neighbours: calls are classified and pickled by ``_calls`` in the caller's thread, handed to
-the executor's ``_manager`` thread, and come back as ``_future.TaskFuture``; ``_mapping``
-builds ``map``/``amap`` on top of ``submit``.
+the executor's ``_manager`` thread, and come back as ``_future.TaskFuture`` (or, for a task
+awaited in an event loop, ``_future.LoopFuture``); ``_mapping`` builds ``map``/``amap`` on top
+of ``submit``.
 
 The executor subclasses ``ThreadPoolExecutor`` because ``loop.set_default_executor`` accepts
 nothing else since Python 3.11. It does not reuse that class's machinery: work that stays in
@@ -14,9 +15,12 @@ this process (asyncio's own calls, and calls that cannot be pickled when ``fallb
 from __future__ import annotations
 
 import asyncio
+import functools
 import pickle
+import sys
 import threading
 import weakref
+from asyncio.events import _get_running_loop
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.context import BaseContext
@@ -34,7 +38,7 @@ from ._calls import (
     run_coroutine_function,
 )
 from ._errors import BrokenPoolError
-from ._future import TaskFuture
+from ._future import LoopFuture, TaskFuture
 from ._manager import Manager, WorkItem
 from ._mapping import AsyncMapIterator, check_map_arguments, map_results, prepare_map
 from ._options import Fallback, resolve_options
@@ -73,6 +77,24 @@ def _failed_future(exc: BaseException) -> Future[Any]:
 
 def _defined_in_main(fn: object) -> bool:
     return getattr(fn, "__module__", None) == "__main__"
+
+
+# asyncio's run_in_executor hands what submit() returns to wrap_future, which returns an
+# asyncio future unchanged. So when run_in_executor is submit's caller, submit makes the
+# asyncio future itself: no concurrent.futures.Future and no bridge between the two.
+_RUN_IN_EXECUTOR = asyncio.BaseEventLoop.run_in_executor.__code__
+
+
+def _awaiting_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop whose ``run_in_executor`` called ``submit`` (None: another caller)."""
+    try:
+        frame = sys._getframe(2)  # 0: here, 1: submit, 2: its caller
+    except ValueError:
+        return None
+    if frame.f_code is not _RUN_IN_EXECUTOR:
+        return None
+    loop = frame.f_locals.get("self")
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
@@ -137,8 +159,20 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         """Run ``fn(*args, **kwargs)`` in a child (awaited there if it is a coroutine function).
 
         Returns a ``concurrent.futures.Future``; cancelling it while the coroutine runs
-        cancels the coroutine in the child.
+        cancels the coroutine in the child. (Called by asyncio's ``run_in_executor``, it
+        returns the asyncio future that ``run_in_executor`` hands back to its caller.)
         """
+        return self._submit(fn, args, kwargs, _awaiting_loop())  # type: ignore[return-value]
+
+    def _submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> Future[Any] | LoopFuture[Any]:
+        """Submit; ``loop``: the event loop that awaits the task, whose future is then a
+        ``LoopFuture`` of that loop (unless the call runs in this process)."""
         if is_asyncio_internal(fn):
             self._check_open()
             return self._submit_local(fn, args, kwargs)
@@ -160,9 +194,13 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         except Exception as exc:
             return _failed_future(exc)
         is_async = is_coroutine_callable(fn)
-        future: TaskFuture[Any] = TaskFuture(
-            manager.cancel_running if is_async else None, manager.wait_hook
-        )
+        future: TaskFuture[Any] | LoopFuture[Any]
+        if loop is None:
+            future = TaskFuture(manager.cancel_running if is_async else None, manager.wait_hook)
+        else:
+            future = LoopFuture(loop=loop)
+            if is_async:
+                future._remote_cancel = manager.cancel_running
         with self._lock:
             self._check_open()
             manager.submit(WorkItem(future, call, is_async))
@@ -267,7 +305,8 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
 
         Cancelling the awaiting task cancels the coroutine in the child.
         """
-        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+        future = self._submit(fn, args, kwargs, asyncio.get_running_loop())
+        return await asyncio.wrap_future(future)
 
     @overload
     def amap(
@@ -303,9 +342,17 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         if buffersize is None:
             buffersize = 2 * self._max_workers * self._config.child_concurrency
         call_for, inputs = prepare_map(fn, iterables, chunksize)
+        # Its futures belong to the loop running now, if any (the usual case: amap is
+        # called where it is iterated).
+        submit = functools.partial(self._submit_call, _get_running_loop())
         return AsyncMapIterator(
-            self, call_for, inputs, chunked=chunksize > 1, buffersize=buffersize
+            submit, call_for, inputs, chunked=chunksize > 1, buffersize=buffersize
         )
+
+    def _submit_call(
+        self, loop: asyncio.AbstractEventLoop | None, fn: Callable[..., Any], *args: Any
+    ) -> Future[Any] | LoopFuture[Any]:
+        return self._submit(fn, args, {}, loop)
 
     # -- shutting down --------------------------------------------------------------------
 

@@ -1,8 +1,15 @@
-"""The future ``submit`` returns: a ``concurrent.futures.Future`` that can cancel remote work.
+"""The futures of tasks: :class:`TaskFuture` for threads, :class:`LoopFuture` for event loops.
 
 Neighbours: ``_executor`` creates one per task; ``_manager`` moves it to RUNNING when the task
 is sent to a child; ``_completion`` settles it from the child's answer (:meth:`TaskFuture.settle`
 sets the outcome and hands the callbacks back, so that they run outside the manager's lock).
+
+``submit`` returns a :class:`TaskFuture`, a ``concurrent.futures.Future`` that any thread may
+wait on. A task awaited in an event loop (``loop.run_in_executor``, ``ex.run``, ``ex.amap``)
+gets a :class:`LoopFuture` instead: the asyncio future that ``asyncio.wrap_future`` would have
+made around a ``TaskFuture``, with nothing in between. It is completed in its loop's thread
+(see ``_completion``), so it needs no lock, and awaiting it costs what awaiting any asyncio
+future costs.
 
 Cancellation rules (the standard library's, plus one):
 
@@ -27,6 +34,7 @@ answers (``_lease``) ends when anyone else may be waiting.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures._base import (
@@ -36,9 +44,9 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
-__all__ = ["TaskFuture"]
+__all__ = ["AnyTaskFuture", "LoopFuture", "TaskFuture"]
 
 T = TypeVar("T")
 
@@ -164,3 +172,43 @@ class TaskFuture(Future[T]):
         for waiter in self._waiters:
             waiter.add_cancelled(self)
         self._condition.notify_all()
+
+
+class LoopFuture(asyncio.Future[T]):
+    """The asyncio future of a task awaited in an event loop.
+
+    asyncio's rules apply: only the loop's thread touches it. Cancellation rules, in the
+    terms of ``asyncio.wrap_future``, whose future this one replaces: ``cancel()`` cancels
+    the future at once and returns True unless it is done; a queued task is then never sent,
+    a running coroutine is cancelled in the child, and a running plain function runs on
+    (its slot is freed when it ends) while its result is dropped.
+    """
+
+    # Class defaults, so that creating one sets only what differs (it is the hot path).
+    task_id = 0  # set by the manager when it sends the task to a child
+    # Called when a coroutine task is cancelled (posts the cancel to the manager thread);
+    # None for plain functions, whose running calls cannot be interrupted.
+    _remote_cancel: Callable[[LoopFuture[Any]], None] | None = None
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg=msg):
+            return False
+        if self._remote_cancel is not None:
+            # Queued: the manager skips it. Running: the child is told. Answered: nothing.
+            self._remote_cancel(self)
+        return True
+
+    @property
+    def cancels_remotely(self) -> bool:
+        return self._remote_cancel is not None
+
+    def start_running(self) -> bool:
+        """True if the task may be sent; False if its awaiter cancelled it meanwhile.
+
+        Called from any thread: reading the state is safe; a cancel that comes after it
+        reaches the manager as a "cancel" post, behind this send."""
+        return not self.cancelled()
+
+
+#: What the manager keeps for each task.
+AnyTaskFuture: TypeAlias = "TaskFuture[Any] | LoopFuture[Any]"

@@ -48,7 +48,7 @@ from typing import Any
 from ._answers import ChildEvents, fail
 from ._child import ChildConfig
 from ._completion import Completions
-from ._future import TaskFuture
+from ._future import AnyTaskFuture
 from ._lease import Leasing
 from ._pipeio import Wakeup
 from ._process import ChildProcess, ChildState
@@ -75,7 +75,7 @@ class WorkItem:
 
     __slots__ = ("call", "future", "is_async")
 
-    def __init__(self, future: TaskFuture[Any], call: Payload, is_async: bool) -> None:
+    def __init__(self, future: AnyTaskFuture, call: Payload, is_async: bool) -> None:
         self.future = future
         self.call = call
         self.is_async = is_async
@@ -127,7 +127,7 @@ class Manager(ChildEvents, Leasing):
     def _notify(self) -> None:
         self._wakeup.notify()
 
-    def cancel_running(self, future: TaskFuture[Any]) -> None:
+    def cancel_running(self, future: AnyTaskFuture) -> None:
         """The remote-cancel hook of coroutine futures (see ``_future``)."""
         self.post("cancel", future)
 
@@ -396,7 +396,7 @@ class Manager(ChildEvents, Leasing):
             frame = frame + encode_frame(Kind.STOP)
         return frame
 
-    def _send_cancel(self, future: TaskFuture[Any]) -> None:
+    def _send_cancel(self, future: AnyTaskFuture) -> None:
         child = self._running_on.get(future.task_id)
         if child is not None:
             child.send(encode_frame(Kind.CANCEL, future.task_id))

@@ -1,6 +1,7 @@
 """``map`` and ``amap``: results in input order with bounded read-ahead.
 
-Neighbours: ``_executor`` builds these iterators around its own ``submit``; chunks run in a
+Neighbours: ``_executor`` builds these iterators around its own ``submit`` (for ``amap``, one
+whose futures belong to the iterating event loop: ``_future.LoopFuture``); chunks run in a
 child through ``_calls.run_chunk``/``run_chunk_async``.
 
 Both keep at most ``buffersize`` tasks submitted and unconsumed (every one of them when
@@ -91,7 +92,7 @@ def map_results(
     return result_iterator()
 
 
-def _cancel_newest_first(fs: deque[Future[Any]]) -> None:
+def _cancel_newest_first(fs: deque[Future[Any]] | deque[Future[Any] | asyncio.Future[Any]]) -> None:
     # Newest first: cancelling a running task frees a slot in its child, and dispatch is
     # first-in first-out, so the queued tasks behind it must already be cancelled by then.
     for future in reversed(fs):
@@ -116,24 +117,24 @@ class AsyncMapIterator(AsyncIterator[T]):
 
     def __init__(
         self,
-        executor: Executor,
+        submit: Callable[..., Future[Any] | asyncio.Future[Any]],
         call_for: Callable[[tuple[Any, ...]], tuple[Any, ...]],
         inputs: Iterator[tuple[Any, ...]],
         *,
         chunked: bool,
         buffersize: int,
     ) -> None:
-        self._executor = executor  # strong: the iterator keeps its executor alive
+        self._submit_fn = submit  # the executor's: the iterator keeps its executor alive
         self._call_for = call_for
         self._inputs = inputs
         self._chunked = chunked
         self._ready: deque[Any] = deque()  # results of a chunk not yet handed out
-        self._fs: deque[Future[Any]] = deque(
+        self._fs: deque[Future[Any] | asyncio.Future[Any]] = deque(
             self._submit(args) for args in itertools.islice(inputs, buffersize)
         )
 
-    def _submit(self, args: tuple[Any, ...]) -> Future[Any]:
-        return self._executor.submit(*self._call_for(args))
+    def _submit(self, args: tuple[Any, ...]) -> Future[Any] | asyncio.Future[Any]:
+        return self._submit_fn(*self._call_for(args))
 
     def __aiter__(self) -> AsyncMapIterator[T]:
         return self
@@ -162,7 +163,7 @@ class AsyncMapIterator(AsyncIterator[T]):
         self._cancel_outstanding()
 
     def _cancel_outstanding(self) -> None:
-        fs: deque[Future[Any]] = getattr(self, "_fs", deque())  # absent if __init__ failed
+        fs: deque[Future[Any] | asyncio.Future[Any]] = getattr(self, "_fs", deque())
         self._fs = deque()
         self._inputs = iter(())
         _cancel_newest_first(fs)

@@ -15,10 +15,9 @@ import os
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any
 
 from ._child import ChildConfig, main
-from ._future import TaskFuture
+from ._future import AnyTaskFuture
 from ._pipeio import SCRATCH_SIZE, read_once, write_all
 from ._protocol import Chunk, Frame, FrameDecoder, OutBuffer
 from ._scheduler import ChildId
@@ -46,7 +45,7 @@ class ChildProcess:
         self.decoder = FrameDecoder()
         self.out = OutBuffer()
         # task id -> its future, for every task sent and not yet answered
-        self.running: dict[int, TaskFuture[Any]] = {}
+        self.running: dict[int, AnyTaskFuture] = {}
         self.sync_running = 0  # how many of `running` are plain functions (at most 1)
         self.tasks_sent = 0  # counts towards max_tasks_per_child
         self.write_blocked = False  # the pipe was full; the manager waits for writability

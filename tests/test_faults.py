@@ -17,6 +17,7 @@ long series of faults leaves it healthy.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import pickle
@@ -326,16 +327,46 @@ def test_fault_fails_only_its_own_future(fault_executor, fault, kind):
     good = ex.submit(good_fn, "good")
 
     if bad is not None:
-        exc = bad.exception(timeout=TIMEOUT)
-        assert type(exc) is fault.expected, f"{type(exc).__name__}: {_text(exc)}"
-        assert fault.says in _text(exc)
-        if fault.from_child:
-            assert isinstance(exc.__cause__, RemoteTraceback)
-        if fault.cause is not None:
-            assert type(exc.__cause__) is fault.cause
-            assert isinstance(exc, BrokenProcessPool)
-        if fault.expected is BrokenWorkerError:
-            assert isinstance(exc, BrokenProcessPool)
-            assert "child process" in str(exc)
+        _check_fault_error(bad.exception(timeout=TIMEOUT), fault)
     assert good.result(timeout=TIMEOUT) == "good"
     assert ex.submit(good_fn, "still usable").result(timeout=TIMEOUT) == "still usable"
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "function"])
+@pytest.mark.parametrize("fault", [cell for cell in FAULTS if not cell.values[0].raised_by_submit])
+def test_fault_reaches_a_run_in_executor_awaiter_the_same_way(fault_executor, fault, kind):
+    # The same matrix through asyncio's run_in_executor, whose future aioexec completes in
+    # the event loop (aioexec/_future.py's LoopFuture) rather than through wrap_future.
+    ex = fault_executor
+    bad_fn = fault.coroutine if kind == "coroutine" else fault.function
+    good_fn = faults.async_identity if kind == "coroutine" else faults.identity
+
+    async def main() -> tuple[BaseException | None, object]:
+        loop = asyncio.get_running_loop()
+        bad = loop.run_in_executor(ex, bad_fn, *fault.args)
+        good = loop.run_in_executor(ex, good_fn, "good")
+        try:
+            await asyncio.wait_for(bad, TIMEOUT)
+        except BaseException as exc:  # SystemExit included: it is the task's outcome
+            error = exc
+        else:
+            error = None
+        return error, await asyncio.wait_for(good, TIMEOUT)
+
+    error, good = asyncio.run(main())
+    _check_fault_error(error, fault)
+    assert good == "good"
+    assert ex.submit(good_fn, "still usable").result(timeout=TIMEOUT) == "still usable"
+
+
+def _check_fault_error(exc: BaseException | None, fault: Fault) -> None:
+    assert type(exc) is fault.expected, f"{type(exc).__name__}: {_text(exc)}"
+    assert fault.says in _text(exc)
+    if fault.from_child:
+        assert isinstance(exc.__cause__, RemoteTraceback)
+    if fault.cause is not None:
+        assert type(exc.__cause__) is fault.cause
+        assert isinstance(exc, BrokenProcessPool)
+    if fault.expected is BrokenWorkerError:
+        assert isinstance(exc, BrokenProcessPool)
+        assert "child process" in str(exc)
