@@ -19,6 +19,7 @@ import inspect
 import pickle
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -163,17 +164,41 @@ _EAGER = sys.version_info >= (3, 12)
 def new_task(loop: asyncio.AbstractEventLoop, awaitable: Any) -> asyncio.Future[Any]:
     """A task on ``loop`` (the running one) for a coroutine or any awaitable.
 
-    On Python 3.12+ a coroutine starts eagerly: it runs up to its first suspension now, so
-    one that never suspends costs no trip through the loop's ready queue, and its first
-    step already sees itself as the current task. A task factory (set by an initializer,
-    say) is respected: it gets the coroutine as usual."""
+    A coroutine starts eagerly: it runs up to its first suspension now, so one that never
+    suspends costs no trip through the loop's ready queue, and its first step already sees
+    itself as the current task. On Python 3.12+ that is ``eager_start``; before, the task's
+    own first step, which ``create_task`` just queued, runs at once (see ``_step_now``). A
+    task factory (set by an initializer, say) is respected: it gets the coroutine as usual,
+    and its task starts in the loop's next iteration."""
     if not asyncio.iscoroutine(awaitable):
         future: asyncio.Future[Any] = asyncio.ensure_future(awaitable, loop=loop)
         return future
-    if _EAGER and loop.get_task_factory() is None:
+    if loop.get_task_factory() is not None:
+        return loop.create_task(awaitable)
+    if _EAGER:
         eager: asyncio.Task[Any] = asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
         return eager
-    return loop.create_task(awaitable)
+    task = loop.create_task(awaitable)
+    _step_now(loop, task)
+    return task
+
+
+def _step_now(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Python 3.10 and 3.11: run ``task``'s first step now instead of in the loop's next
+    iteration. ``create_task`` queued that step as the last handle of the loop's ready
+    queue; it is taken back and run here, so the task itself sets the current task, as in
+    any step. Only outside a running task (asyncio refuses to enter a task from another),
+    and only on asyncio's own loops, whose ready queue is known; else nothing changes."""
+    ready = getattr(loop, "_ready", None)
+    if not (isinstance(loop, asyncio.BaseEventLoop) and type(ready) is deque and ready):
+        return
+    handle = ready[-1]
+    if getattr(handle._callback, "__self__", None) is not task:
+        return
+    if asyncio.current_task(loop) is not None:
+        return
+    ready.pop()
+    handle._run()
 
 
 def run_chunk(fn: Callable[..., Any], chunk: Iterable[tuple[Any, ...]]) -> list[Any]:

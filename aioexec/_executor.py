@@ -15,7 +15,6 @@ this process (asyncio's own calls, and calls that cannot be pickled when ``fallb
 from __future__ import annotations
 
 import asyncio
-import functools
 import pickle
 import sys
 import threading
@@ -83,18 +82,26 @@ def _defined_in_main(fn: object) -> bool:
 # asyncio future unchanged. So when run_in_executor is submit's caller, submit makes the
 # asyncio future itself: no concurrent.futures.Future and no bridge between the two.
 _RUN_IN_EXECUTOR = asyncio.BaseEventLoop.run_in_executor.__code__
+_CREATE_FUTURE = asyncio.BaseEventLoop.create_future
 
 
 def _awaiting_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop whose ``run_in_executor`` called ``submit`` (None: another caller)."""
+    """The event loop whose ``run_in_executor`` called ``submit``, if it runs in this thread
+    and makes plain asyncio futures; None otherwise (the call then gets a ``TaskFuture``,
+    which ``wrap_future`` bridges as usual).
+
+    Another thread's loop would not end this thread's lease (``_lease``) on the answers,
+    and a loop with its own ``create_future`` wants its own kind of future."""
     try:
         frame = sys._getframe(2)  # 0: here, 1: submit, 2: its caller
     except ValueError:
         return None
     if frame.f_code is not _RUN_IN_EXECUTOR:
         return None
-    loop = frame.f_locals.get("self")
-    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+    loop = _get_running_loop()
+    if loop is None or type(loop).create_future is not _CREATE_FUTURE:
+        return None
+    return loop if frame.f_locals.get("self") is loop else None
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
@@ -173,10 +180,10 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
     ) -> Future[Any] | LoopFuture[Any]:
         """Submit; ``loop``: the event loop that awaits the task, whose future is then a
         ``LoopFuture`` of that loop (unless the call runs in this process)."""
+        self._check_open()  # again below, under the lock that orders it with shutdown
         if is_asyncio_internal(fn):
-            self._check_open()
             return self._submit_local(fn, args, kwargs)
-        manager = self._open_manager()  # raises if shut down or broken
+        manager = self._manager or self._open_manager()
         self._start_child_unless_one_is_idle(manager)
         try:
             try:
@@ -215,15 +222,17 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         """What ProcessPoolExecutor does in submit(): unless a task ended since the last
         submission (so a child is idle), start a child before returning, up to max_workers.
         Work then spreads over the children from the first submissions on, and a caller
-        sees the children it asked for in ``_processes`` at once."""
+        sees the children it asked for in ``_processes`` at once. (At ``max_workers`` the
+        tokens are left: they only ever decide whether to start one.)"""
+        if len(manager.children_snapshot) >= self._max_workers:
+            return
         if manager.in_reader():
             return  # a done-callback or an unpickled answer submitting: dispatch will do
         if manager.take_ended_task():
             return
-        if len(manager.children_snapshot) < self._max_workers:
-            started = threading.Event()
-            manager.post("start_child", started)
-            started.wait()  # the manager sets it on every path, exit included
+        started = threading.Event()
+        manager.post("start_child", started)
+        started.wait()  # the manager sets it on every path, exit included
 
     def _check_open(self) -> None:
         manager = self._manager
@@ -342,11 +351,8 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         if buffersize is None:
             buffersize = 2 * self._max_workers * self._config.child_concurrency
         call_for, inputs = prepare_map(fn, iterables, chunksize)
-        # Its futures belong to the loop running now, if any (the usual case: amap is
-        # called where it is iterated).
-        submit = functools.partial(self._submit_call, _get_running_loop())
         return AsyncMapIterator(
-            submit, call_for, inputs, chunked=chunksize > 1, buffersize=buffersize
+            self._submit_call, call_for, inputs, chunked=chunksize > 1, buffersize=buffersize
         )
 
     def _submit_call(

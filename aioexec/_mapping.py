@@ -117,6 +117,8 @@ class AsyncMapIterator(AsyncIterator[T]):
 
     def __init__(
         self,
+        # submit(loop, fn, *args): the future is an asyncio future of ``loop`` (None: a
+        # concurrent.futures.Future)
         submit: Callable[..., Future[Any] | asyncio.Future[Any]],
         call_for: Callable[[tuple[Any, ...]], tuple[Any, ...]],
         inputs: Iterator[tuple[Any, ...]],
@@ -129,12 +131,17 @@ class AsyncMapIterator(AsyncIterator[T]):
         self._inputs = inputs
         self._chunked = chunked
         self._ready: deque[Any] = deque()  # results of a chunk not yet handed out
+        # Made where amap() is called, iterated in whatever loop iterates: the first tasks
+        # get concurrent futures, bridged when awaited; the rest, asyncio futures of the
+        # iterating loop.
         self._fs: deque[Future[Any] | asyncio.Future[Any]] = deque(
-            self._submit(args) for args in itertools.islice(inputs, buffersize)
+            self._submit(None, args) for args in itertools.islice(inputs, buffersize)
         )
 
-    def _submit(self, args: tuple[Any, ...]) -> Future[Any] | asyncio.Future[Any]:
-        return self._submit_fn(*self._call_for(args))
+    def _submit(
+        self, loop: asyncio.AbstractEventLoop | None, args: tuple[Any, ...]
+    ) -> Future[Any] | asyncio.Future[Any]:
+        return self._submit_fn(loop, *self._call_for(args))
 
     def __aiter__(self) -> AsyncMapIterator[T]:
         return self
@@ -146,7 +153,7 @@ class AsyncMapIterator(AsyncIterator[T]):
             raise StopAsyncIteration
         args = next(self._inputs, None)
         if args is not None:
-            self._fs.append(self._submit(args))
+            self._fs.append(self._submit(asyncio.get_running_loop(), args))
         future = self._fs.popleft()
         try:
             result = await asyncio.wrap_future(future)

@@ -237,7 +237,9 @@ class FrameDecoder:
         self._filled += nbytes
 
     def next_frame(self) -> Frame | _NeedData:
-        if self._head is None and not self._parse_head():
+        if self._head is None and (
+            len(self._buf) - self._pos < _HEADER.size or not self._parse_head()
+        ):
             return NEED_DATA
         assert self._head is not None
         kind, task_id, main_len, buflens, flags = self._head
@@ -252,11 +254,15 @@ class FrameDecoder:
                 if total >= DIRECT_READ_THRESHOLD:
                     self._start_direct_body(total, reuse=bool(flags & _COPIED))
                 return NEED_DATA
-            with memoryview(self._buf) as view:  # released before _compact resizes _buf
-                body = memoryview(bytes(view[self._pos : self._pos + total]))
-            self._pos += total
+            end = self._pos + total
+            body = memoryview(self._buf[self._pos : end])  # a copy: _buf moves on
+            self._pos = end
             self._compact()
         self._head = None
+        if not buflens:
+            # tuple.__new__: a NamedTuple's own constructor is a Python function, and this
+            # runs for every answer.
+            return tuple.__new__(Frame, (kind, task_id, body, []))
         buffers = []
         offset = main_len
         for n in buflens:
@@ -276,9 +282,11 @@ class FrameDecoder:
         if avail < need:
             return False
         start = self._pos + _HEADER.size
-        buflens = [
-            _BUFLEN.unpack_from(self._buf, start + i * _BUFLEN.size)[0] for i in range(nbufs)
-        ]
+        buflens = (
+            [_BUFLEN.unpack_from(self._buf, start + i * _BUFLEN.size)[0] for i in range(nbufs)]
+            if nbufs
+            else []
+        )
         self._pos += need
         self._head = (kind, task_id, main_len, buflens, value & _COPIED)
         return True

@@ -53,11 +53,14 @@ class LeastLoaded:
         self._last: ChildId = ChildId(-1)
 
     def choose(self, candidates: Sequence[ChildLoad]) -> ChildLoad:
-        least = min(c.in_flight for c in candidates)
-        tied = [c for c in candidates if c.in_flight == least]
-        # Among equals, take the first child after the one chosen last time.
-        after = [c for c in tied if c.child_id > self._last]
-        chosen = min(after or tied, key=lambda c: c.child_id)
+        if len(candidates) == 1:
+            chosen = candidates[0]  # the common case on the hot path: nothing to weigh
+        else:
+            least = min(c.in_flight for c in candidates)
+            tied = [c for c in candidates if c.in_flight == least]
+            # Among equals, take the first child after the one chosen last time.
+            after = [c for c in tied if c.child_id > self._last]
+            chosen = min(after or tied, key=lambda c: c.child_id)
         self._last = chosen.child_id
         return chosen
 

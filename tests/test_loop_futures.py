@@ -9,7 +9,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import faults
 import helpers
 import pytest
+from test_lease import holds_lease, take_lease
 
 from aioexec import AsyncProcessExecutor, BrokenPoolError, BrokenWorkerError, RemoteTraceback
 from aioexec._future import LoopFuture
@@ -91,6 +92,20 @@ def test_ex_run_and_amap_await_loop_futures(shared_executor: AsyncProcessExecuto
     asyncio.run(main())
 
 
+def test_amap_made_in_one_loop_can_be_iterated_in_another(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    async def make() -> AsyncIterator[object]:
+        return shared_executor.amap(helpers.async_double, range(10), buffersize=4)
+
+    iterator = asyncio.run(make())
+
+    async def consume() -> list[object]:
+        return [r async for r in iterator]
+
+    assert asyncio.run(asyncio.wait_for(consume(), TIMEOUT)) == [2 * i for i in range(10)]
+
+
 def test_amap_made_outside_a_loop_is_iterated_in_one(shared_executor: AsyncProcessExecutor) -> None:
     iterator = shared_executor.amap(helpers.async_double, range(20), buffersize=4)
 
@@ -98,6 +113,59 @@ def test_amap_made_outside_a_loop_is_iterated_in_one(shared_executor: AsyncProce
         return [r async for r in iterator]
 
     assert asyncio.run(consume()) == [2 * i for i in range(20)]
+
+
+@pytest.mark.parametrize("start_method", ["forkserver"])
+def test_run_in_executor_of_another_threads_loop_does_not_wait_on_a_blocked_lease_loop(
+    make_executor: Callable[..., AsyncProcessExecutor],
+) -> None:
+    # A loop that holds the lease (it reads the answers it alone awaits) and then blocks
+    # must not hold back the answer of a task awaited by a loop in another thread.
+    ex = make_executor(1)
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+
+    async def main() -> tuple[bool, object]:
+        await take_lease(ex)
+        future = other.run_in_executor(ex, helpers.async_sleep, 0.05, "answered")
+        lease_kept = holds_lease(ex, asyncio.get_running_loop())
+
+        async def await_it() -> object:
+            return await future
+
+        # This loop blocks until the other one has its answer.
+        return lease_kept, asyncio.run_coroutine_threadsafe(await_it(), other).result(TIMEOUT)
+
+    try:
+        lease_kept, answer = asyncio.run(main())
+        assert answer == "answered"
+        assert not lease_kept
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(TIMEOUT)
+        other.close()
+
+
+class _InstrumentedLoop(asyncio.SelectorEventLoop):
+    made = 0
+
+    def create_future(self) -> asyncio.Future[Any]:
+        type(self).made += 1
+        return super().create_future()
+
+
+def test_run_in_executor_of_a_loop_with_its_own_create_future_uses_it(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    loop = _InstrumentedLoop()
+    try:
+        future = loop.run_in_executor(shared_executor, faults.identity, 1)
+        assert _InstrumentedLoop.made == 1
+        assert not isinstance(future, LoopFuture)
+        assert loop.run_until_complete(asyncio.wait_for(future, TIMEOUT)) == 1
+    finally:
+        loop.close()
 
 
 @pytest.mark.parametrize("start_method", ["forkserver"])
