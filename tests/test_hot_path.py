@@ -4,7 +4,9 @@ thread itself, and a task factory installed in the child."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -13,6 +15,7 @@ import helpers
 import pytest
 
 from aioexec import AsyncProcessExecutor
+from aioexec._calls import new_task
 from aioexec._process import ChildProcess
 
 TIMEOUT = 30
@@ -87,3 +90,46 @@ def test_a_task_factory_set_by_the_initializer_makes_the_tasks(
     assert executor.submit(helpers.async_made_by_task_factory).result(TIMEOUT) is True
     chunked = executor.map(helpers.async_made_by_task_factory_of, range(4), chunksize=4)
     assert list(chunked) == [True] * 4
+
+
+async def _record_steps(log: list[object]) -> None:
+    log.append(("first step", asyncio.current_task()))
+    await asyncio.sleep(0)
+    log.append("resumed")
+
+
+@pytest.mark.parametrize("factory", [None, asyncio.Task])
+@pytest.mark.parametrize("inside_a_task", [False, True])
+def test_new_task_starts_a_coroutine_at_once_where_asyncio_allows_it(
+    factory: object, inside_a_task: bool
+) -> None:
+    # What a child does with each task it is sent (Python 3.12+: eager_start; before, the
+    # task's own first step run at once): outside a running task and without a task
+    # factory, the coroutine has run up to its first suspension when new_task returns.
+    loop = asyncio.new_event_loop()
+    if factory is not None:
+        loop.set_task_factory(lambda loop, coro, **kw: asyncio.Task(coro, loop=loop, **kw))
+    log: list[object] = []
+    made: list[asyncio.Future[object]] = []
+    seen_at_return: list[object] = []
+
+    def make() -> None:
+        made.append(new_task(loop, _record_steps(log)))
+        seen_at_return.extend(log)
+
+    async def in_a_task() -> None:
+        make()
+
+    try:
+        if inside_a_task:
+            loop.run_until_complete(in_a_task())
+        else:  # a plain callback, as a child's reader is
+            loop.call_soon(make)
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        loop.run_until_complete(asyncio.wait_for(made[0], TIMEOUT))
+        eager = factory is None and (not inside_a_task or sys.version_info >= (3, 12))
+        assert seen_at_return == ([("first step", made[0])] if eager else [])
+        assert log == [("first step", made[0]), "resumed"]
+    finally:
+        loop.close()
