@@ -47,20 +47,28 @@ class Scheduler(Protocol):
 
 
 class LeastLoaded:
-    """The child with the fewest tasks in flight; ties rotate so equal children share work."""
+    """The child with the fewest tasks in flight. Among equals, the child chosen last if it is
+    one of them, else the next one after it (so a burst spreads over all children).
+
+    Why the child chosen last: when tasks are awaited one at a time, every child is idle at
+    each choice. Sending each task to the child that just ran one keeps its process warm
+    (its caches hot, its CPU awake); alternating between idle children cost about 20 µs more
+    per round trip in the latency benchmark on a 2-core machine, and gains nothing, since
+    one task at a time runs on one child either way."""
 
     def __init__(self) -> None:
         self._last: ChildId = ChildId(-1)
 
     def choose(self, candidates: Sequence[ChildLoad]) -> ChildLoad:
-        if len(candidates) == 1:
-            chosen = candidates[0]  # the common case on the hot path: nothing to weigh
-        else:
-            least = min(c.in_flight for c in candidates)
-            tied = [c for c in candidates if c.in_flight == least]
-            # Among equals, take the first child after the one chosen last time.
-            after = [c for c in tied if c.child_id > self._last]
-            chosen = min(after or tied, key=lambda c: c.child_id)
+        last = self._last
+        chosen = candidates[0]
+        best = (chosen.in_flight, chosen.child_id < last, chosen.child_id)
+        for child in candidates[1:]:  # one pass: this runs for every task
+            # Fewest in flight; then the last one chosen, or the ids after it, before the
+            # ids that come round again.
+            key = (child.in_flight, child.child_id < last, child.child_id)
+            if key < best:
+                chosen, best = child, key
         self._last = chosen.child_id
         return chosen
 

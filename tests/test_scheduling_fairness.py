@@ -35,11 +35,27 @@ def test_least_loaded_picks_the_child_with_fewest_tasks_in_flight() -> None:
     assert _choose(LeastLoaded(), children).child_id == 1
 
 
-def test_least_loaded_rotates_among_equally_loaded_children() -> None:
+def test_least_loaded_keeps_the_child_it_chose_last_among_equally_loaded_children() -> None:
+    # Tasks awaited one at a time find every child idle: the warm child takes them all.
     children = _children(3)
     scheduler = LeastLoaded()
-    picks = [_choose(scheduler, children).child_id for _ in range(7)]
-    assert picks == [0, 1, 2, 0, 1, 2, 0]
+    picks = [_choose(scheduler, children).child_id for _ in range(4)]
+    assert picks == [0, 0, 0, 0]
+    children[0].in_flight = 1  # busy now: the next ones after it take turns
+    assert _choose(scheduler, children).child_id == 1
+    children[1].in_flight = 1
+    assert _choose(scheduler, children).child_id == 2
+
+
+def test_least_loaded_spreads_a_burst_over_every_child() -> None:
+    children = _children(3)
+    scheduler = LeastLoaded()
+    picks = []
+    for _ in range(7):
+        chosen = _choose(scheduler, children)
+        chosen.in_flight += 1
+        picks.append(chosen.child_id)
+    assert picks == [0, 1, 2, 2, 0, 1, 1]
 
 
 def test_least_loaded_spreads_tasks_evenly_as_loads_grow() -> None:
