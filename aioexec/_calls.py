@@ -91,13 +91,20 @@ def cloudpickle_call(
     return _pickle_call(fn, args, kwargs, cloudpickle)
 
 
+_NO_KWARGS: dict[str, Any] = {}  # pickled, never changed
+
+
 def _pickle_call(
     fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], pickler: Any
 ) -> Payload:
     try:
         sent_args, wrapped = out_of_band(tuple(args))
-        sent_kwargs, wrapped_kwargs = out_of_band_kwargs(dict(kwargs))
-        return dumps((fn, sent_args, sent_kwargs), wrapped + wrapped_kwargs, pickler)
+        if kwargs:
+            sent_kwargs, wrapped_kwargs = out_of_band_kwargs(dict(kwargs))
+            wrapped += wrapped_kwargs
+        else:
+            sent_kwargs = _NO_KWARGS
+        return dumps((fn, sent_args, sent_kwargs), wrapped, pickler)
     except Exception as exc:
         raise add_note(exc, _explain_pickling_failure(fn, args, kwargs, pickler)) from None
 

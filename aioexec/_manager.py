@@ -137,11 +137,15 @@ class Manager(ChildEvents, Leasing):
         thread itself: it may be unpickling an answer under the lock). A submission from an
         event loop may start or keep that loop's lease on the answers (``_lease``)."""
         if not self.in_reader():
-            loop = _get_running_loop()
-            with self._lock:
-                self._lease_for(loop)
-                if self._send_now(item):
-                    return
+            # Without the lock first: in a burst, the tasks behind a queued one are queued
+            # too (see _send_now) and need not wait for the lock the manager thread holds
+            # while it dispatches.
+            if not self._work_waits(item):
+                loop = _get_running_loop()
+                with self._lock:
+                    self._lease_for(loop)
+                    if self._send_now(item):
+                        return
             # Queued: the manager thread dispatches it when an answer frees a slot, so it
             # must read the answers.
             self.end_lease()
@@ -158,7 +162,7 @@ class Manager(ChildEvents, Leasing):
     def _send_now(self, item: WorkItem) -> bool:
         if self._exited or self.broken is not None or self._shutting_down:
             return False
-        if self._inbox or (self._queued_async if item.is_async else self._queued_sync):
+        if self._work_waits(item):
             return False  # first come, first served
         child = self._child_with_room(item.is_async, may_start=False)
         if child is None:
@@ -172,6 +176,10 @@ class Manager(ChildEvents, Leasing):
             self._abandon(child, item)
             raise
         return True
+
+    def _work_waits(self, item: WorkItem) -> bool:
+        """Work of ``item``'s kind, or anything posted, waits for the manager thread."""
+        return bool(self._inbox or (self._queued_async if item.is_async else self._queued_sync))
 
     def _abandon(self, child: ChildProcess, item: WorkItem) -> None:
         """A send from a caller's thread was interrupted: the task counts as running on the

@@ -136,7 +136,7 @@ class Payload(NamedTuple):
     copies every one of them (the frame's ``copied`` flag)."""
 
     body: bytes
-    buffers: list[memoryview]
+    buffers: Sequence[memoryview]
     copied: bool
 
 
@@ -145,6 +145,11 @@ def dumps(obj: object, wrapped: int = 0, pickler: Any = pickle) -> Payload:
     holds (when they are all its out-of-band buffers, the receiver may reuse its memory)."""
     buffers: list[pickle.PickleBuffer] = []
     body = pickler.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    if not buffers:
+        # The common case, made cheap: a submitted call waits in the parent as this
+        # payload, and an object the garbage collector need not track costs nothing there
+        # (tuple.__new__: a NamedTuple's own constructor is a Python function).
+        return tuple.__new__(Payload, (body, (), wrapped == 0))
     return Payload(body, [b.raw() for b in buffers], len(buffers) == wrapped)
 
 
