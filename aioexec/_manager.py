@@ -335,10 +335,11 @@ class Manager(ChildEvents, Leasing):
             if child.state is ChildState.RETIRING:
                 continue
             sync = child.sync_running
-            if (child.in_flight - sync < limit) if is_async else (sync == 0):
+            in_flight = len(child.running)
+            if (in_flight - sync < limit) if is_async else (sync == 0):
                 candidates.append(child)
                 # Idle: its plain-function slot is free, or (coroutines) it runs nothing.
-                idle = idle or not is_async or child.in_flight == 0
+                idle = idle or not is_async or in_flight == 0
         if not idle and len(self._children) < self.config.max_workers:
             if not may_start:
                 return None
