@@ -23,8 +23,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
-from ._errors import add_note
 from ._protocol import Payload, dumps, out_of_band, out_of_band_kwargs
+from ._remote_exc import add_note
 
 __all__ = [
     "cloudpickle_call",

@@ -1,6 +1,7 @@
 """Errors that reach the user, and how a child's exception crosses the pipe.
 
-Neighbours: ``_child`` calls :func:`dump_exception` for a failed task; ``_manager`` calls
+Neighbours: ``_child`` calls :func:`dump_exception` (from ``_remote_exc``, which a child can
+import without ``concurrent.futures.process``) for a failed task; ``_manager`` calls
 :func:`load_exception` on the payload it receives. Nothing here does I/O.
 
 A task's exception comes back with its own type and the child's formatted traceback as
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 import pickle
 import signal
-import traceback
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from typing import NamedTuple
+
+from ._remote_exc import add_note, dump_exception
 
 __all__ = [
     "BrokenPoolError",
@@ -73,56 +75,12 @@ class RemoteError(Exception):
         return f"{self.type_name}: {self.message}"
 
 
-class _ExceptionPayload(NamedTuple):
+class _ExceptionPayload(NamedTuple):  # the tuple that _remote_exc.dump_exception pickles
     type_name: str  # e.g. "mymodule.MyError"
     message: str  # str(exc)
     traceback_text: str  # formatted in the child, with chained exceptions and notes
     pickled: bytes | None  # pickle of the exception itself; None when it cannot be pickled
     why_not_pickled: str  # "" or why pickling the exception failed
-
-
-def add_note(exc: BaseException, note: str) -> BaseException:
-    """``exc.add_note(note)`` on every supported Python (3.10 lacks the method)."""
-    notes = getattr(exc, "__notes__", None)
-    if notes is None:
-        notes = []
-        try:
-            setattr(exc, "__notes__", notes)  # noqa: B010 - mypy does not know __notes__ on 3.10
-        except AttributeError:  # an exception type with __slots__ and no __dict__
-            return exc
-    notes.append(note)
-    return exc
-
-
-def _qualified_name(tp: type) -> str:
-    module = tp.__module__
-    return tp.__qualname__ if module == "builtins" else f"{module}.{tp.__qualname__}"
-
-
-def dump_exception(exc: BaseException, note: str = "") -> bytes:
-    """Serialise ``exc`` with its traceback text; never raises for an unpicklable exception.
-
-    ``note`` is added to the exception after its traceback is formatted, so that the user
-    reads it once, on the exception, rather than twice.
-    """
-    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if note:
-        add_note(exc, note)
-    # Frames of the traceback reference every local of the failed task; drop them so that
-    # pickling cannot touch them and memory is freed.
-    exc.__traceback__ = None
-    try:
-        pickled: bytes | None = pickle.dumps(exc, protocol=5)
-        why = ""
-    except Exception as pickling_error:
-        pickled = None
-        why = f"{type(pickling_error).__name__}: {pickling_error}"
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<str() of the {type(exc).__name__} failed>"
-    payload = _ExceptionPayload(_qualified_name(type(exc)), message, tb_text, pickled, why)
-    return pickle.dumps(tuple(payload), protocol=5)
 
 
 def load_exception(data: bytes | memoryview) -> BaseException:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 
-from ._child import ChildConfig, main
+from ._child import ChildConfig, PipeEnd, main
 from ._future import AnyTaskFuture
 from ._pipeio import SCRATCH_SIZE, read_once, write_all
 from ._protocol import Chunk, Frame, FrameDecoder, OutBuffer
@@ -62,7 +62,7 @@ class ChildProcess:
             _grow_pipe(fd)
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=main,
-            args=(to_child_r, from_child_w, config),
+            args=(PipeEnd(to_child_r.fileno()), PipeEnd(from_child_w.fileno()), config),
             name=f"aioexec-child-{child_id}",
         )
         try:

@@ -134,7 +134,21 @@ def evaluate(target: Target, results: Results) -> dict[str, Any]:
             ratios.append(f"{mine / ref:.2f}x{name}")
         if not ok and verdict != "n/a":
             verdict = "FAIL"
+    if verdict != "n/a" and _noisy(target, results):
+        verdict = "NOISY"  # no sample of a cell was free of other load: no verdict either way
     return {"workload": target.workload, "target": target.text, "status": verdict, "ratios": ratios}
+
+
+def _noisy(target: Target, results: Results) -> bool:
+    """Whether aioexec's cell or a reference cell of ``target`` had no clean sample (none
+    taken while processes outside the benchmark used at most 5 % of the machine)."""
+    cells = {(target.workload, "aioexec")}
+    for c in target.clauses:
+        if c.ref_engine:
+            cells.add((c.ref_workload or target.workload, c.ref_engine))
+    return any(
+        results.get(w, {}).get(e, {}).get("extra", {}).get("clean_samples") == 0 for w, e in cells
+    )
 
 
 def fmt(value: float | None) -> str:

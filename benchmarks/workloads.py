@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import tasks, workloads_more
+from benchmarks import _cpuacct, tasks, workloads_more
 from benchmarks._common import Params, Result, median_result, repeat, running, timed
 from benchmarks.engines import Engine, NotSupported
 
@@ -128,42 +128,65 @@ def calibrate_spin(seconds: float) -> int:
 
 
 async def cpu(engine: Engine, p: Params, repeats: int) -> Result:
-    """Speed-up of ``cpu_tasks`` pure-Python loops over running them serially in-process."""
+    """Speed-up of ``cpu_tasks`` pure-Python loops over running them serially in-process.
+
+    The serial reference is timed right before each parallel run. On a shared machine other
+    processes can take a core during either; a sample during which they used more than
+    ``_cpuacct.OTHERS_MAX`` of the machine measures them, not the pool, so it is set aside
+    and another is taken (up to ``4 x repeats``). The value is the median of the clean ones."""
     n = calibrate_spin(p.cpu_task_s)
     fn = engine.fn("spin")
     async with running(engine):
 
-        async def once() -> float:
+        async def once() -> dict[str, Any]:
+            a = _cpuacct.snapshot()
             t0 = time.perf_counter()
             for _ in range(p.cpu_tasks):
                 tasks.spin(n)
             serial = time.perf_counter() - t0
+            b = _cpuacct.snapshot()
             parallel = await timed(
                 asyncio.gather(*(engine.call(fn, n) for _ in range(p.cpu_tasks)))
             )
-            return serial / parallel
+            others = (_cpuacct.others_ms(a, b), _cpuacct.others_ms(b, _cpuacct.snapshot()))
+            clean = _cpuacct.is_clean(others[0], serial) and _cpuacct.is_clean(others[1], parallel)
+            return {
+                "speedup": serial / parallel,
+                "serial_s": serial,
+                "parallel_s": parallel,
+                "others_ms": others,
+                "clean": clean,
+            }
 
-        samples = await repeat(repeats, once)
+        log = await _cpuacct.sample_until_clean(once, repeats)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return median_result(
-        samples, iterations=n, tasks=p.cpu_tasks, ideal=min(engine.workers, cores or 1)
+    return _cpuacct.clean_median(
+        log, "speedup", iterations=n, tasks=p.cpu_tasks, ideal=min(engine.workers, cores or 1)
     )
 
 
 async def startup(engine: Engine, p: Params, repeats: int) -> Result:
-    """Seconds from creating the pool to the first result of a trivial task (cold pool)."""
+    """Seconds from creating the pool to the first result of a trivial task (cold pool).
+
+    As in ``cpu``, a sample during which other processes used more than
+    ``_cpuacct.OTHERS_MAX`` of the machine is set aside and taken again."""
     noop = engine.fn("noop")
 
-    async def once() -> float:
+    async def once() -> dict[str, Any]:
+        a = _cpuacct.snapshot()
         t0 = time.perf_counter()
         await engine.start()
         try:
             await engine.call(noop, 0)
-            return time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            # before close(): the pool's processes must be alive to count as this benchmark's
+            others = _cpuacct.others_ms(a, _cpuacct.snapshot())
         finally:
             await engine.close()
+        return {"s": elapsed, "others_ms": others, "clean": _cpuacct.is_clean(others, elapsed)}
 
-    return median_result(await repeat(max(repeats, p.startup_repeats_min), once))
+    log = await _cpuacct.sample_until_clean(once, max(repeats, p.startup_repeats_min))
+    return _cpuacct.clean_median(log, "s")
 
 
 @dataclass(frozen=True)
