@@ -31,7 +31,8 @@ class Params:
     payload_trips: int = 20  # sequential round trips per repeat
     cpu_tasks: int = 16
     cpu_task_s: float = 0.05  # the spin loop is calibrated to this serial time per task
-    http_tasks: int = 400  # tasks per repeat; each does ``http_gets`` GETs
+    http_tasks: int = 4_000  # ``http``: tasks per repeat, one GET each
+    http_batched_tasks: int = 400  # ``http10``: tasks per repeat, ``http_gets`` GETs each
     http_gets: int = 10
     startup_repeats_min: int = 3
     rss_n: int = 10_000_000  # aioexec: map(fn, range(rss_n), buffersize=rss_buffersize)
@@ -50,7 +51,8 @@ QUICK = Params(
     payload_trips=3,
     cpu_tasks=8,
     cpu_task_s=0.02,
-    http_tasks=20,
+    http_tasks=100,
+    http_batched_tasks=20,
     http_gets=5,
     startup_repeats_min=1,
     rss_n=20_000,

@@ -37,7 +37,8 @@ ROWS = (
     Row("sleep", "  ideal for the engine (s)", False, extra="ideal"),
     Row("payload", "4 MiB arg+result (MB/s)", True),
     Row("cpu", "CPU speed-up over serial (x)", True),
-    Row("http", "loopback HTTP GETs (req/s) [4]", True),
+    Row("http", "loopback HTTP, 1 GET/task (req/s) [4]", True),
+    Row("http10", "loopback HTTP, 10 GETs/task (req/s)", True),
     Row("startup", "start-up to first result (s)", False),
     Row("rss", "peak parent RSS, map (MB) [5]", False),
     Row("cancel", "cancel running coroutine (ms)", False),
@@ -53,7 +54,8 @@ FOOTNOTES = (
     "[3] aioexec/aiomp run asyncio.sleep coroutines (16 per child); PPE/loky time.sleep "
     "(1 per worker); ideal = n/(workers*slots)*sleep.",
     "[4] async engines: aiohttp ClientSession per child, 16 tasks per child; PPE/loky: "
-    "http.client keep-alive, 1 task per worker.",
+    "http.client keep-alive, 1 task per worker. With 10 GETs per task the server and the "
+    "clients decide the rate on 2 cores (per-process CPU in the JSON).",
     "[5] aioexec: map(range(rss_n), buffersize); peers: map(range(rss_peer_n)) without "
     "buffersize (none before 3.14) - sizes in the JSON; not the same N, not comparable.",
     "[6] kill -9 of a worker running a task, until a NEW task completes; then until tasks run "

@@ -208,6 +208,7 @@ WORKLOADS: dict[str, Workload] = {
     "payload": Workload(payload, 180),
     "cpu": Workload(cpu, 180),
     "http": Workload(workloads_more.http, 600),
+    "http10": Workload(workloads_more.http_batched, 600),
     "startup": Workload(startup, 180),
     "rss": Workload(workloads_more.rss, 1800),
     "cancel": Workload(workloads_more.cancel, 180),

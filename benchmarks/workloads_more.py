@@ -30,7 +30,20 @@ from benchmarks.httpserver import ServerProcess
 
 
 async def http(engine: Engine, p: Params, repeats: int) -> Result:
-    """``http_tasks`` tasks of ``http_gets`` GETs each, gathered; requests per second.
+    """``http_tasks`` tasks of one GET each, gathered; requests per second. Each request is a
+    call through the engine, so this measures how the engine carries I/O-bound calls."""
+    return await _http(engine, repeats, p.http_tasks, 1)
+
+
+async def http_batched(engine: Engine, p: Params, repeats: int) -> Result:
+    """``http_batched_tasks`` tasks of ``http_gets`` GETs each: the engine's share of the
+    work shrinks, and on a small machine the server and the HTTP clients in the workers
+    decide the rate (every sample records who used the CPU)."""
+    return await _http(engine, repeats, p.http_batched_tasks, p.http_gets)
+
+
+async def _http(engine: Engine, repeats: int, tasks: int, gets: int) -> Result:
+    """``tasks`` tasks of ``gets`` GETs each, gathered; requests per second.
 
     Each sample records the CPU (ms) that the server, the benchmark process, the pool's
     workers and processes outside the benchmark used meanwhile: on a small machine the server
@@ -38,7 +51,7 @@ async def http(engine: Engine, p: Params, repeats: int) -> Result:
     during which the others took more than ``_cpuacct.OTHERS_MAX`` of the machine is set aside and
     taken again (up to ``4 x repeats``); the value is the median of the clean ones."""
     fn = engine.fn("http_get")
-    per_repeat = p.http_tasks * p.http_gets
+    per_repeat = tasks * gets
     warm_tasks = engine.workers * engine.slots * 2
     server = ServerProcess(max_requests=per_repeat * 4 * max(1, repeats) + warm_tasks + 1000)
     try:
@@ -49,9 +62,7 @@ async def http(engine: Engine, p: Params, repeats: int) -> Result:
             async def once() -> dict[str, Any]:
                 a = _cpuacct.snapshot()
                 elapsed = await timed(
-                    asyncio.gather(
-                        *(engine.call(fn, server.url, p.http_gets) for _ in range(p.http_tasks))
-                    )
+                    asyncio.gather(*(engine.call(fn, server.url, gets) for _ in range(tasks)))
                 )
                 cpu = _cpuacct.by_role(a, _cpuacct.snapshot(), server.proc.pid, elapsed)
                 clean = _cpuacct.is_clean(cpu.get("others"), elapsed)
@@ -61,7 +72,9 @@ async def http(engine: Engine, p: Params, repeats: int) -> Result:
     finally:
         server.stop()
     client = "aiohttp.ClientSession per child" if engine.runs_coroutines else "http.client"
-    return _cpuacct.clean_median(log, "req_s", requests=per_repeat, client=client)
+    return _cpuacct.clean_median(
+        log, "req_s", requests=per_repeat, gets_per_task=gets, client=client
+    )
 
 
 def _rss_mb() -> float:
