@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-import sys
 import threading
 import weakref
-from asyncio.events import _get_running_loop
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -39,8 +36,9 @@ from ._calls import (
     pickle_call,
     run_coroutine_function,
 )
+from ._compat import ProcessPoolAttributes
 from ._errors import BrokenPoolError
-from ._future import LoopFuture, TaskFuture
+from ._future import LoopFuture, TaskFuture, run_in_executor_loop
 from ._manager import Manager, WorkItem
 from ._mapping import AsyncMapIterator, check_map_arguments, map_results, prepare_map
 from ._options import Fallback, resolve_options
@@ -81,38 +79,14 @@ def _defined_in_main(fn: object) -> bool:
     return getattr(fn, "__module__", None) == "__main__"
 
 
-# asyncio's run_in_executor hands what submit() returns to wrap_future, which returns an
-# asyncio future unchanged. So when run_in_executor is submit's caller, submit makes the
-# asyncio future itself: no concurrent.futures.Future and no bridge between the two.
-_RUN_IN_EXECUTOR = asyncio.BaseEventLoop.run_in_executor.__code__
-_CREATE_FUTURE = asyncio.BaseEventLoop.create_future
-
-
-def _awaiting_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop whose ``run_in_executor`` called ``submit``, if it runs in this thread
-    and makes plain asyncio futures; None otherwise (the call then gets a ``TaskFuture``,
-    which ``wrap_future`` bridges as usual).
-
-    Another thread's loop would not end this thread's lease (``_lease``) on the answers,
-    and a loop with its own ``create_future`` wants its own kind of future."""
-    try:
-        frame = sys._getframe(2)  # 0: here, 1: submit, 2: its caller
-    except ValueError:
-        return None
-    if frame.f_code is not _RUN_IN_EXECUTOR:
-        return None
-    loop = _get_running_loop()
-    if loop is None or type(loop).create_future is not _CREATE_FUTURE:
-        return None
-    return loop if frame.f_locals.get("self") is loop else None
-
-
 def _set_done(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-class AsyncProcessExecutor(ThreadPoolExecutor):
+# The ignore: ProcessPoolAttributes._broken, a property, stands for the attribute that
+# ThreadPoolExecutor.__init__ (not called, see above) would set.
+class AsyncProcessExecutor(ProcessPoolAttributes, ThreadPoolExecutor):  # type: ignore[misc]
     """A ``concurrent.futures`` executor whose workers are child processes running asyncio.
 
     Coroutine functions run concurrently inside each child (up to ``child_concurrency`` at
@@ -172,7 +146,7 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
         cancels the coroutine in the child. (Called by asyncio's ``run_in_executor``, it
         returns the asyncio future that ``run_in_executor`` hands back to its caller.)
         """
-        return self._submit(fn, args, kwargs, _awaiting_loop())  # type: ignore[return-value]
+        return self._submit(fn, args, kwargs, run_in_executor_loop())  # type: ignore[return-value]
 
     def _submit(
         self,
@@ -429,35 +403,3 @@ class AsyncProcessExecutor(ThreadPoolExecutor):
     def _cancel_outstanding(self) -> None:
         if self._manager is not None:
             self._manager.post("cancel_all")
-
-    # -- what ProcessPoolExecutor exposes to its own tests ---------------------------------
-
-    @property
-    def _processes(self) -> dict[int, BaseProcess]:
-        """pid -> process of the live children (a snapshot)."""
-        return dict(self._manager.children_snapshot) if self._manager is not None else {}
-
-    @property
-    def _executor_manager_thread(self) -> threading.Thread | None:
-        """The manager thread (ProcessPoolExecutor's attribute of the same name)."""
-        return self._manager.thread if self._manager is not None else None
-
-    @property
-    def _call_queue(self) -> _CallQueueView:
-        """Compatibility with code that waits for ProcessPoolExecutor's call-queue feeder
-        thread: here the manager thread does that job, so ``join_thread()`` joins it."""
-        return _CallQueueView(self._executor_manager_thread)
-
-    @property
-    def _broken(self) -> str | bool:  # type: ignore[override]
-        manager = self._manager
-        return manager.broken if manager is not None and manager.broken else False
-
-
-class _CallQueueView:
-    def __init__(self, thread: threading.Thread | None) -> None:
-        self._thread = thread
-
-    def join_thread(self) -> None:
-        if self._thread is not None:
-            self._thread.join()

@@ -35,6 +35,8 @@ answers (``_lease``) ends when anyone else may be waiting.
 from __future__ import annotations
 
 import asyncio
+import sys
+from asyncio.events import _get_running_loop
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures._base import (
@@ -46,7 +48,7 @@ from concurrent.futures._base import (
 )
 from typing import Any, TypeAlias, TypeVar
 
-__all__ = ["AnyTaskFuture", "LoopFuture", "TaskFuture"]
+__all__ = ["AnyTaskFuture", "LoopFuture", "TaskFuture", "run_in_executor_loop"]
 
 T = TypeVar("T")
 
@@ -208,6 +210,32 @@ class LoopFuture(asyncio.Future[T]):
         Called from any thread: reading the state is safe; a cancel that comes after it
         reaches the manager as a "cancel" post, behind this send."""
         return not self.cancelled()
+
+
+# asyncio's run_in_executor hands what submit() returns to wrap_future, which returns an
+# asyncio future unchanged. So when run_in_executor is submit's caller, submit makes the
+# asyncio future itself: no concurrent.futures.Future and no bridge between the two.
+_RUN_IN_EXECUTOR = asyncio.BaseEventLoop.run_in_executor.__code__
+_CREATE_FUTURE = asyncio.BaseEventLoop.create_future
+
+
+def run_in_executor_loop() -> asyncio.AbstractEventLoop | None:
+    """Called by ``submit``: the event loop whose ``run_in_executor`` called it, if that loop
+    runs in this thread and makes plain asyncio futures; None otherwise (the call then gets
+    a ``TaskFuture``, which ``wrap_future`` bridges as usual).
+
+    Another thread's loop would not end this thread's lease (``_lease``) on the answers,
+    and a loop with its own ``create_future`` wants its own kind of future."""
+    try:
+        frame = sys._getframe(2)  # 0: here, 1: submit, 2: its caller
+    except ValueError:
+        return None
+    if frame.f_code is not _RUN_IN_EXECUTOR:
+        return None
+    loop = _get_running_loop()
+    if loop is None or type(loop).create_future is not _CREATE_FUTURE:
+        return None
+    return loop if frame.f_locals.get("self") is loop else None
 
 
 #: What the manager keeps for each task.
