@@ -60,6 +60,12 @@ class ChildProcess:
         self.read_fd = self._from_child_r.fileno()
         for fd in (self.write_fd, self.read_fd):
             _grow_pipe(fd)
+        if ctx.get_start_method() == "fork":
+            # A forked child inherits our ends of its own pipes too: holding the write end of
+            # its input, it would never see end of file when we die.
+            config = config._replace(
+                inherited_fds=(*config.inherited_fds, self.write_fd, self.read_fd)
+            )
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=main,
             args=(PipeEnd(to_child_r.fileno()), PipeEnd(from_child_w.fileno()), config),

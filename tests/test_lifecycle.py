@@ -105,6 +105,7 @@ _PARENT_KILLED_SCRIPT = """
 """
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn", "fork"])
 def test_children_exit_when_the_parent_is_sigkilled_while_they_are_busy(start_method, tmp_path):
     proc = _start_script(tmp_path, _PARENT_KILLED_SCRIPT, start_method)
     left: set[int] = set()

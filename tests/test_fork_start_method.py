@@ -1,0 +1,62 @@
+"""The ``fork`` start method works too (it is not the default: a forked child inherits the
+parent's threads' locks). A forked child closes the parent's descriptors it inherited (the
+other children's pipe ends, the manager's wake-up pipe), so that each child still sees end
+of file when the parent dies (``test_lifecycle``), and a child forked after another one does
+not keep that one's pipes open."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import warnings
+from collections.abc import Iterator
+
+import faults
+import helpers
+import pytest
+
+from aioexec import AsyncProcessExecutor, BrokenWorkerError, RemoteTraceback
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+def fork_executor() -> Iterator[AsyncProcessExecutor]:
+    from conftest import close_executor
+
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a process with threads may deadlock the child.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        executor = AsyncProcessExecutor(2, mp_context=multiprocessing.get_context("fork"))
+        yield executor
+    close_executor(executor)
+
+
+def test_forked_children_run_coroutines_and_functions_and_report_errors(
+    fork_executor: AsyncProcessExecutor,
+) -> None:
+    ex = fork_executor
+    futures = [ex.submit(helpers.async_sleep, 0.1, i) for i in range(4)]  # both children
+    assert [f.result(TIMEOUT) for f in futures] == [0, 1, 2, 3]
+    assert len(ex._processes) == 2
+    assert ex.submit(helpers.double, 21).result(TIMEOUT) == 42
+    error = ex.submit(helpers.raise_value_error, "boom").exception(TIMEOUT)
+    assert type(error) is ValueError
+    assert isinstance(error.__cause__, RemoteTraceback)
+
+
+def test_a_killed_forked_child_fails_only_its_task_and_is_replaced(
+    fork_executor: AsyncProcessExecutor,
+) -> None:
+    ex = fork_executor
+    assert ex.submit(helpers.async_pid).result(TIMEOUT) in ex._processes
+    doomed = ex.submit(faults.async_crash)
+    assert type(doomed.exception(TIMEOUT)) is BrokenWorkerError
+    # A child forked now inherits the others' descriptors, and closes them.
+    pids = {ex.submit(helpers.async_pid).result(TIMEOUT) for _ in range(4)}
+    assert pids <= set(ex._processes)
+    for pid in list(ex._processes):
+        os.kill(pid, signal.SIGKILL)
+    assert faults.wait_until_gone(set(pids), TIMEOUT) == set()
+    assert ex.submit(helpers.double, 4).result(TIMEOUT) == 8
