@@ -32,6 +32,9 @@ from ._process import ChildProcess, ChildState
 from ._protocol import Frame, Kind
 from ._scheduler import ChildId
 
+if TYPE_CHECKING:
+    from ._manager import ManagerConfig
+
 __all__ = ["ChildEvents", "fail", "outcome", "undeliverable"]
 
 
@@ -45,6 +48,7 @@ class ChildEvents:
         _running_on: dict[int, ChildProcess]
         _completions: Completions
         _tasks_ended: int
+        config: ManagerConfig
         _ever_ready: bool
         _init_failure: tuple[str, BaseException | None] | None
         _shutting_down: bool
@@ -112,7 +116,8 @@ class ChildEvents:
         # Forgotten only once its outcome is recorded: a reader interrupted before that
         # (see _lease) leaves it in flight, to fail with its child.
         self._take_running(child, frame.task_id)
-        self._tasks_ended += 1
+        if self._tasks_ended < self.config.max_workers:  # never more idle children than that
+            self._tasks_ended += 1
 
     def _on_exit(self, child: ChildProcess) -> None:
         # Answers written just before the exit are still in the pipe: take them first.

@@ -186,6 +186,12 @@ class _Runtime:
             task = self._tasks.get(frame.task_id)
             if task is not None:
                 task.cancel()
+                if _not_started(task):
+                    # Its coroutine never runs, so it cannot answer: answer for it. (A task
+                    # that a task factory made, or on a loop without eager starts, may get its
+                    # CANCEL in the same read as its RUN.)
+                    del self._tasks[frame.task_id]
+                    self._send(encode_frame(Kind.CANCELLED, frame.task_id))
         elif kind is Kind.STOP:
             self._stopping = True
             self._maybe_finish()
@@ -291,6 +297,12 @@ class _Runtime:
         self._loop.call_later(ORPHAN_GRACE, _exit_now)
         waiters = [t for t in self._tasks.values() if isinstance(t, asyncio.Task)]
         self._loop.create_task(_exit_when_done(waiters))
+
+
+def _not_started(task: asyncio.Future[Any]) -> bool:
+    get_coro = getattr(task, "get_coro", None)  # a Task; plain functions run in a thread
+    coro = get_coro() if get_coro is not None else None
+    return inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
 
 
 async def _await(awaitable: Any) -> Any:

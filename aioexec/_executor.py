@@ -327,14 +327,12 @@ class AsyncProcessExecutor(ProcessPoolAttributes, ThreadPoolExecutor):  # type: 
         if buffersize is None:
             buffersize = 2 * self._max_workers * self._config.child_concurrency
         call_for, inputs = prepare_map(fn, iterables, chunksize)
+        # Its tasks get concurrent futures, bridged when awaited: an iterator may be carried on
+        # in another event loop (asyncio.run twice), which a loop's own futures would not
+        # survive.
         return AsyncMapIterator(
-            self._submit_call, call_for, inputs, chunked=chunksize > 1, buffersize=buffersize
+            self, call_for, inputs, chunked=chunksize > 1, buffersize=buffersize
         )
-
-    def _submit_call(
-        self, loop: asyncio.AbstractEventLoop | None, fn: Callable[..., Any], *args: Any
-    ) -> Future[Any] | LoopFuture[Any]:
-        return self._submit(fn, args, {}, loop)
 
     # -- shutting down --------------------------------------------------------------------
 

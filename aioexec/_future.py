@@ -5,8 +5,8 @@ is sent to a child; ``_completion`` settles it from the child's answer (:meth:`T
 sets the outcome and hands the callbacks back, so that they run outside the manager's lock).
 
 ``submit`` returns a :class:`TaskFuture`, a ``concurrent.futures.Future`` that any thread may
-wait on. A task awaited in an event loop (``loop.run_in_executor``, ``ex.run``, ``ex.amap``)
-gets a :class:`LoopFuture` instead: the asyncio future that ``asyncio.wrap_future`` would have
+wait on. A task awaited in an event loop (``loop.run_in_executor``, ``ex.run``) gets a
+:class:`LoopFuture` instead: the asyncio future that ``asyncio.wrap_future`` would have
 made around a ``TaskFuture``, with nothing in between. It is completed in its loop's thread
 (see ``_completion``), so it needs no lock, and awaiting it costs what awaiting any asyncio
 future costs.

@@ -361,14 +361,10 @@ class Manager(ChildEvents, Leasing):
             return None
 
     def _start_child(self) -> ChildProcess:
-        config = self.config.child
-        if self.config.ctx.get_start_method() == "fork":
-            fds = [self._wakeup.read_fd] + [fd for c in self._children.values() for fd in c.fds()]
-            fds += [fd for lease in self._leases for fd in lease.fds()]
-            config = ChildConfig(
-                config.initializer, config.initargs, config.loop_factory, tuple(fds)
-            )
-        child = ChildProcess(ChildId(self._next_child_id), self.config.ctx, config)
+        # What a forked child would inherit of ours (see ChildProcess).
+        held = [self._wakeup.read_fd] + [fd for c in self._children.values() for fd in c.fds()]
+        held += [fd for lease in self._leases for fd in lease.fds()]
+        child = ChildProcess(ChildId(self._next_child_id), self.config.ctx, self.config.child, held)
         self._next_child_id += 1
         self._children[child.child_id] = child
         self._watch(child)

@@ -1,7 +1,6 @@
 """``map`` and ``amap``: results in input order with bounded read-ahead.
 
-Neighbours: ``_executor`` builds these iterators around its own ``submit`` (for ``amap``, one
-whose futures belong to the iterating event loop: ``_future.LoopFuture``); chunks run in a
+Neighbours: ``_executor`` builds these iterators around its own ``submit``; chunks run in a
 child through ``_calls.run_chunk``/``run_chunk_async``.
 
 Both keep at most ``buffersize`` tasks submitted and unconsumed (every one of them when
@@ -19,9 +18,11 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
+from concurrent.futures._base import FINISHED
 from typing import Any, TypeVar
 
 from ._calls import is_coroutine_callable, run_chunk, run_chunk_async
+from ._completion import for_asyncio
 
 __all__ = ["AsyncMapIterator", "check_map_arguments", "map_results", "prepare_map"]
 
@@ -92,7 +93,7 @@ def map_results(
     return result_iterator()
 
 
-def _cancel_newest_first(fs: deque[Future[Any]] | deque[Future[Any] | asyncio.Future[Any]]) -> None:
+def _cancel_newest_first(fs: deque[Future[Any]]) -> None:
     # Newest first: cancelling a running task frees a slot in its child, and dispatch is
     # first-in first-out, so the queued tasks behind it must already be cancelled by then.
     for future in reversed(fs):
@@ -117,31 +118,24 @@ class AsyncMapIterator(AsyncIterator[T]):
 
     def __init__(
         self,
-        # submit(loop, fn, *args): the future is an asyncio future of ``loop`` (None: a
-        # concurrent.futures.Future)
-        submit: Callable[..., Future[Any] | asyncio.Future[Any]],
+        executor: Executor,
         call_for: Callable[[tuple[Any, ...]], tuple[Any, ...]],
         inputs: Iterator[tuple[Any, ...]],
         *,
         chunked: bool,
         buffersize: int,
     ) -> None:
-        self._submit_fn = submit  # the executor's: the iterator keeps its executor alive
+        self._executor = executor  # strong: the iterator keeps its executor alive
         self._call_for = call_for
         self._inputs = inputs
         self._chunked = chunked
         self._ready: deque[Any] = deque()  # results of a chunk not yet handed out
-        # Made where amap() is called, iterated in whatever loop iterates: the first tasks
-        # get concurrent futures, bridged when awaited; the rest, asyncio futures of the
-        # iterating loop.
-        self._fs: deque[Future[Any] | asyncio.Future[Any]] = deque(
-            self._submit(None, args) for args in itertools.islice(inputs, buffersize)
+        self._fs: deque[Future[Any]] = deque(
+            self._submit(args) for args in itertools.islice(inputs, buffersize)
         )
 
-    def _submit(
-        self, loop: asyncio.AbstractEventLoop | None, args: tuple[Any, ...]
-    ) -> Future[Any] | asyncio.Future[Any]:
-        return self._submit_fn(loop, *self._call_for(args))
+    def _submit(self, args: tuple[Any, ...]) -> Future[Any]:
+        return self._executor.submit(*self._call_for(args))
 
     def __aiter__(self) -> AsyncMapIterator[T]:
         return self
@@ -153,10 +147,20 @@ class AsyncMapIterator(AsyncIterator[T]):
             raise StopAsyncIteration
         args = next(self._inputs, None)
         if args is not None:
-            self._fs.append(self._submit(asyncio.get_running_loop(), args))
+            self._fs.append(self._submit(args))
         future = self._fs.popleft()
         try:
-            result = await asyncio.wrap_future(future)
+            # Read ahead and already answered: no bridge needed, and none could carry a
+            # StopIteration out of a finished future (asyncio's would never wake us).
+            # future.done() is not asked: on a task future, it counts as a wait, which ends
+            # an event loop's lease on the answers (see _lease).
+            if future._state == FINISHED:
+                error = future.exception()
+                if error is not None:
+                    raise for_asyncio(error)
+                result = future.result()
+            else:
+                result = await asyncio.wrap_future(future)
         except BaseException:
             self._cancel_outstanding()
             raise
@@ -170,7 +174,7 @@ class AsyncMapIterator(AsyncIterator[T]):
         self._cancel_outstanding()
 
     def _cancel_outstanding(self) -> None:
-        fs: deque[Future[Any] | asyncio.Future[Any]] = getattr(self, "_fs", deque())
+        fs: deque[Future[Any]] = getattr(self, "_fs", deque())  # absent if __init__ failed
         self._fs = deque()
         self._inputs = iter(())
         _cancel_newest_first(fs)

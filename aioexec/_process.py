@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 
@@ -39,7 +39,10 @@ class ChildState(enum.Enum):
 class ChildProcess:
     """The parent's end of one child. Not thread-safe: the manager thread owns it."""
 
-    def __init__(self, child_id: ChildId, ctx: BaseContext, config: ChildConfig) -> None:
+    def __init__(
+        self, child_id: ChildId, ctx: BaseContext, config: ChildConfig, held_fds: Sequence[int]
+    ) -> None:
+        """``held_fds``: the parent's other descriptors, which a forked child closes."""
         self.child_id = child_id
         self.state = ChildState.STARTING
         self.decoder = FrameDecoder()
@@ -61,11 +64,10 @@ class ChildProcess:
         for fd in (self.write_fd, self.read_fd):
             _grow_pipe(fd)
         if ctx.get_start_method() == "fork":
-            # A forked child inherits our ends of its own pipes too: holding the write end of
-            # its input, it would never see end of file when we die.
-            config = config._replace(
-                inherited_fds=(*config.inherited_fds, self.write_fd, self.read_fd)
-            )
+            # A forked child inherits every descriptor of ours. It closes them: holding the
+            # write end of its own input (or of another child's), it would never see end of
+            # file when we die.
+            config = config._replace(inherited_fds=(*held_fds, self.write_fd, self.read_fd))
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=main,
             args=(PipeEnd(to_child_r.fileno()), PipeEnd(from_child_w.fileno()), config),

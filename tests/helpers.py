@@ -260,3 +260,13 @@ async def write_file(path: str) -> None:
     """Create ``path``: a side effect a test can wait for without the task's future."""
     with open(path, "w") as f:
         f.write("done")
+
+
+async def async_block_loop_until(started: str, release: str) -> str:
+    """Blocks the child's event loop itself (no await) from writing ``started`` until
+    ``release`` exists (at most 30 s), so that frames queue up in its pipe meanwhile."""
+    from faults import wait_for_path, write_marker
+
+    write_marker(started)
+    wait_for_path(release, 30.0)
+    return "unblocked"

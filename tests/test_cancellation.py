@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import faults
+import helpers
 import pytest
 
 # Bound of every wait for something a child does; far above what it normally takes.
@@ -213,3 +214,29 @@ def test_leaving_async_with_because_of_an_exception_cancels_running_coroutine(
     assert elapsed < 15, f"leaving the block took {elapsed:.1f} s"
     assert future.cancelled()
     assert faults.wait_for_path(cancelled, TIMEOUT)
+
+
+@pytest.mark.parametrize("start_method", ["forkserver"])
+def test_cancelling_a_task_before_its_first_step_answers_it_and_frees_its_slot(
+    make_executor, tmp_path
+):
+    # A task factory (set by the initializer) makes the child start tasks in its loop's next
+    # iteration: a CANCEL read together with its RUN reaches a task whose coroutine never
+    # runs, and so could never answer by itself.
+    ex = make_executor(1, child_concurrency=2, initializer=helpers.install_recording_task_factory)
+    started, release = _paths(tmp_path, "started", "release")
+    blocker = ex.submit(helpers.async_block_loop_until, started, release)
+    assert faults.wait_for_path(started, TIMEOUT)
+    doomed = ex.submit(faults.async_identity, "never")  # its RUN frame waits in the pipe
+    assert doomed.cancel()  # and its CANCEL frame right behind it
+    faults.write_marker(release)
+    assert blocker.result(TIMEOUT) == "unblocked"
+    # Both slots are free again: two tasks that wait for each other can run together.
+    pair = _paths(tmp_path, "a", "b")
+    both = [ex.submit(faults.async_block_until, *pair), ex.submit(faults.async_mark_run, pair[1])]
+    assert both[0].result(TIMEOUT) is None
+    assert both[1].result(TIMEOUT) is None
+    closed = threading.Thread(target=ex.shutdown, daemon=True)
+    closed.start()
+    closed.join(TIMEOUT)
+    assert not closed.is_alive(), "shutdown waited for an answer that never comes"

@@ -60,3 +60,42 @@ def test_a_killed_forked_child_fails_only_its_task_and_is_replaced(
         os.kill(pid, signal.SIGKILL)
     assert faults.wait_until_gone(set(pids), TIMEOUT) == set()
     assert ex.submit(helpers.double, 4).result(TIMEOUT) == 8
+
+
+def _pipes_held(pid: int) -> dict[str, set[str]]:
+    """pipe:[inode] -> the access modes ("r", "w") in which process ``pid`` holds it."""
+    held: dict[str, set[str]] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                flags = int(next(ln for ln in info if ln.startswith("flags:")).split()[1], 8)
+        except (OSError, StopIteration):
+            continue
+        if target.startswith("pipe:"):
+            held.setdefault(target, set()).add("w" if flags & os.O_ACCMODE == os.O_WRONLY else "r")
+    return held
+
+
+def test_a_forked_child_holds_only_its_own_ends_of_its_own_pipes(
+    fork_executor: AsyncProcessExecutor,
+) -> None:
+    ex = fork_executor
+    futures = [ex.submit(helpers.async_sleep, 0.1, i) for i in range(4)]  # both children
+    assert [f.result(TIMEOUT) for f in futures] == [0, 1, 2, 3]
+    children = list(ex._manager._children.values())  # type: ignore[union-attr]
+    assert len(children) == 2
+    for child in children:
+        held = _pipes_held(child.pid)
+        for other in children:
+            into, out_of = (
+                os.readlink(f"/proc/self/fd/{fd}") for fd in (other.write_fd, other.read_fd)
+            )
+            if other is child:
+                # It reads its input and writes its output; with the other ends it would
+                # never see end of file when the parent dies.
+                assert held.get(into) == {"r"}
+                assert held.get(out_of) == {"w"}
+            else:
+                assert into not in held
+                assert out_of not in held

@@ -1,7 +1,8 @@
 """Tasks awaited in an event loop get asyncio's own future (``aioexec/_future.py``'s
-``LoopFuture``): ``run_in_executor``, ``ex.run`` and ``ex.amap`` hand back an asyncio future
-with no ``concurrent.futures.Future`` behind it, and it behaves as the one ``wrap_future``
-would have made: same results, errors and cancellation, on every failure path too."""
+``LoopFuture``): ``run_in_executor`` and ``ex.run`` hand back an asyncio future with no
+``concurrent.futures.Future`` behind it, and it behaves as the one ``wrap_future`` would have
+made: same results, errors and cancellation, on every failure path too. (``amap`` keeps
+concurrent futures, so that an iterator may be carried on in another event loop.)"""
 
 from __future__ import annotations
 
@@ -83,7 +84,9 @@ class _Runner310:
         return self.loop.run_until_complete(coro)
 
 
-def test_ex_run_and_amap_await_loop_futures(shared_executor: AsyncProcessExecutor) -> None:
+def test_ex_run_awaits_a_loop_future_and_amap_works_beside_it(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
     async def main() -> None:
         assert await shared_executor.run(helpers.async_double, 5) == 10
         results = [r async for r in shared_executor.amap(helpers.double, range(50))]
@@ -104,6 +107,21 @@ def test_amap_made_in_one_loop_can_be_iterated_in_another(
         return [r async for r in iterator]
 
     assert asyncio.run(asyncio.wait_for(consume(), TIMEOUT)) == [2 * i for i in range(10)]
+
+
+def test_amap_begun_in_one_loop_is_finished_in_another(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    iterator = shared_executor.amap(helpers.async_sleep, [0.01] * 12, range(12), buffersize=4)
+
+    async def take(n: int) -> list[object]:
+        return [await iterator.__anext__() for _ in range(n)]
+
+    async def rest() -> list[object]:
+        return [r async for r in iterator]
+
+    assert asyncio.run(take(5)) == [0, 1, 2, 3, 4]
+    assert asyncio.run(asyncio.wait_for(rest(), TIMEOUT)) == list(range(5, 12))
 
 
 def test_amap_made_outside_a_loop_is_iterated_in_one(shared_executor: AsyncProcessExecutor) -> None:
@@ -158,12 +176,15 @@ class _InstrumentedLoop(asyncio.SelectorEventLoop):
 def test_run_in_executor_of_a_loop_with_its_own_create_future_uses_it(
     shared_executor: AsyncProcessExecutor,
 ) -> None:
+    async def main() -> object:
+        future = asyncio.get_running_loop().run_in_executor(shared_executor, faults.identity, 1)
+        assert _InstrumentedLoop.made == 1  # by wrap_future, around a concurrent future
+        assert not isinstance(future, LoopFuture)
+        return await asyncio.wait_for(future, TIMEOUT)
+
     loop = _InstrumentedLoop()
     try:
-        future = loop.run_in_executor(shared_executor, faults.identity, 1)
-        assert _InstrumentedLoop.made == 1
-        assert not isinstance(future, LoopFuture)
-        assert loop.run_until_complete(asyncio.wait_for(future, TIMEOUT)) == 1
+        assert loop.run_until_complete(main()) == 1
     finally:
         loop.close()
 
@@ -255,6 +276,21 @@ def test_a_task_raising_stopiteration_does_not_leave_its_awaiter_waiting(
     assert isinstance(wrapped, (TypeError, RuntimeError))
     assert "StopIteration" in str(wrapped)
     assert type(shared_executor.submit(fn, StopIteration).exception(TIMEOUT)) is StopIteration
+
+
+def test_amap_of_a_task_that_raised_stopiteration_before_it_was_awaited_does_not_hang(
+    shared_executor: AsyncProcessExecutor,
+) -> None:
+    iterator = shared_executor.amap(faults.raise_error, [StopIteration])
+    (future,) = iterator._fs  # type: ignore[attr-defined]
+    concurrent.futures.wait([future], timeout=TIMEOUT)  # answered before anyone awaits it
+
+    async def first() -> object:
+        return await _outcome(asyncio.wait_for(iterator.__anext__(), TIMEOUT))
+
+    error = asyncio.run(first())
+    assert type(error) is RuntimeError
+    assert type(error.__cause__) is StopIteration
 
 
 @pytest.mark.parametrize(
