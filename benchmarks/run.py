@@ -260,9 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     meta["params"] = vars(QUICK if args.quick else FULL)
     missing = {e: why for e in args.engine_list if (why := unavailable(e))}
     results: report.Results = {}
-    for workload in args.workload_list:
+    meta["order"] = {}
+    for index, workload in enumerate(args.workload_list):
         results[workload] = {}
-        for engine in args.engine_list:
+        # Each workload starts with another engine: a cell that follows another workload's
+        # cells (their processes just killed, their memory being freed) may run slower, and
+        # no engine should always be the one that pays for it.
+        shift = index % len(args.engine_list)
+        order = args.engine_list[shift:] + args.engine_list[:shift]
+        meta["order"][workload] = order
+        for engine in order:
             if engine in missing:
                 res: dict[str, Any] = {"status": "n/a", "reason": missing[engine]}
             else:
