@@ -33,13 +33,18 @@ def fork_executor() -> Iterator[AsyncProcessExecutor]:
     close_executor(executor)
 
 
+def _start_both_children(ex: AsyncProcessExecutor) -> None:
+    """Overlapping tasks: the second child is forked while the first one runs."""
+    futures = [ex.submit(helpers.async_sleep, 0.1, i) for i in range(4)]
+    assert [f.result(TIMEOUT) for f in futures] == [0, 1, 2, 3]
+    assert len(ex._processes) == 2
+
+
 def test_forked_children_run_coroutines_and_functions_and_report_errors(
     fork_executor: AsyncProcessExecutor,
 ) -> None:
     ex = fork_executor
-    futures = [ex.submit(helpers.async_sleep, 0.1, i) for i in range(4)]  # both children
-    assert [f.result(TIMEOUT) for f in futures] == [0, 1, 2, 3]
-    assert len(ex._processes) == 2
+    _start_both_children(ex)
     assert ex.submit(helpers.double, 21).result(TIMEOUT) == 42
     error = ex.submit(helpers.raise_value_error, "boom").exception(TIMEOUT)
     assert type(error) is ValueError
@@ -81,10 +86,8 @@ def test_a_forked_child_holds_only_its_own_ends_of_its_own_pipes(
     fork_executor: AsyncProcessExecutor,
 ) -> None:
     ex = fork_executor
-    futures = [ex.submit(helpers.async_sleep, 0.1, i) for i in range(4)]  # both children
-    assert [f.result(TIMEOUT) for f in futures] == [0, 1, 2, 3]
+    _start_both_children(ex)
     children = list(ex._manager._children.values())  # type: ignore[union-attr]
-    assert len(children) == 2
     for child in children:
         held = _pipes_held(child.pid)
         for other in children:
