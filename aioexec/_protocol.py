@@ -276,9 +276,8 @@ class FrameDecoder:
         return Frame(kind, task_id, body[:main_len], buffers)
 
     def _parse_head(self) -> bool:
+        """Parse the next frame's header; the caller has checked that a fixed header is in."""
         avail = len(self._buf) - self._pos
-        if avail < _HEADER.size:
-            return False
         value, nbufs, task_id, main_len = _HEADER.unpack_from(self._buf, self._pos)
         kind = _KINDS.get(value & ~_COPIED)
         if kind is None:
