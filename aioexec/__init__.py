@@ -5,7 +5,7 @@ to a child process; many coroutines run concurrently in each child's event loop.
 exceptions and cancellations come back as futures. See the README for the contract.
 
 The names below are imported on first use (PEP 562): a child process imports this package
-only to reach ``aioexec._child``, and should not pay for the parent's side at start-up.
+only to reach ``aioexec._local.child``, and should not pay for the parent's side at start-up.
 """
 
 from __future__ import annotations
@@ -22,18 +22,23 @@ if TYPE_CHECKING:
         RemoteTraceback,
     )
     from ._executor import AsyncProcessExecutor
-    from ._scheduler import LeastLoaded, RoundRobin, Scheduler
+    from ._front.engine import Scheduler, WorkerLoad
+    from ._front.routing import InChild, in_child
+    from ._front.scheduler import LeastLoaded, RoundRobin
 
 __all__ = [
     "AsyncProcessExecutor",
     "BrokenPoolError",
     "BrokenWorkerError",
     "DeliveryError",
+    "InChild",
     "LeastLoaded",
     "RemoteError",
     "RemoteTraceback",
     "RoundRobin",
     "Scheduler",
+    "WorkerLoad",
+    "in_child",
 ]
 
 __version__ = "0.1.0"
@@ -45,9 +50,12 @@ _MODULE_OF = {
     "DeliveryError": "._errors",
     "RemoteError": "._errors",
     "RemoteTraceback": "._errors",
-    "LeastLoaded": "._scheduler",
-    "RoundRobin": "._scheduler",
-    "Scheduler": "._scheduler",
+    "InChild": "._front.routing",
+    "in_child": "._front.routing",
+    "LeastLoaded": "._front.scheduler",
+    "RoundRobin": "._front.scheduler",
+    "Scheduler": "._front.engine",
+    "WorkerLoad": "._front.engine",
 }
 
 

@@ -1,8 +1,9 @@
 """Errors that reach the user, and how a child's exception crosses the pipe.
 
-Neighbours: ``_child`` calls :func:`dump_exception` (from ``_remote_exc``, which a child can
-import without ``concurrent.futures.process``) for a failed task; ``_manager`` calls
-:func:`load_exception` on the payload it receives. Nothing here does I/O.
+Neighbours: a worker packs a failed task's exception with :func:`dump_exception` (from
+``_worker.outcome``, which a child imports without ``concurrent.futures.process``); an engine
+calls :func:`load_exception` on the payload it receives; the front and the engines raise the
+classes below. Nothing here does I/O.
 
 A task's exception comes back with its own type and the child's formatted traceback as
 ``__cause__`` (a :class:`RemoteTraceback`, as ``ProcessPoolExecutor`` does). When the exception
@@ -17,7 +18,7 @@ import signal
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from typing import NamedTuple
 
-from ._remote_exc import add_note, dump_exception
+from ._worker.outcome import add_note, dump_exception
 
 __all__ = [
     "BrokenPoolError",

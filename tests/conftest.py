@@ -70,10 +70,10 @@ def close_executor(executor: AsyncProcessExecutor, timeout: float = 30) -> None:
 
     def close() -> None:
         executor.kill_workers()
-        manager = executor._manager
-        if manager is not None:
-            manager.thread.join(timeout)
-            if manager.thread.is_alive():
+        thread = executor._executor_manager_thread
+        if thread is not None and thread.ident is not None:
+            thread.join(timeout)
+            if thread.is_alive():
                 return
         executor.shutdown(wait=True)  # the fallback threads, if any
         stopped.set()

@@ -7,7 +7,7 @@ import contextlib
 import os
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 async def async_double(x: int) -> int:
@@ -270,3 +270,48 @@ async def async_block_loop_until(started: str, release: str) -> str:
     write_marker(started)
     wait_for_path(release, 30.0)
     return "unblocked"
+
+
+class Counter:
+    """A plain object of the parent's, mutated by a bound method sent to the executor."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def add(self, value: int) -> int:
+        self.calls.append(value)
+        return len(self.calls)
+
+
+def where() -> tuple[int, str]:
+    """(pid, thread name) of the caller: where did the call run?"""
+    import threading
+
+    return os.getpid(), threading.current_thread().name
+
+
+async def async_where() -> tuple[int, str]:
+    return where()
+
+
+async def async_sleep_recording_finally(seconds: float, path: str) -> None:
+    """Sleep; whatever ends the sleep, append this process's pid to ``path``."""
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def where_pid(_: object = None) -> int:
+    """This process's pid (a map-friendly ``pid``)."""
+    return os.getpid()
+
+
+def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.01) -> None:
+    """Poll ``condition`` until it is true, at most ``timeout`` seconds (for tests only)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition!r}")
+        time.sleep(interval)

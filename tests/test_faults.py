@@ -199,13 +199,15 @@ FAULTS = [
         ),
         id="error-at-task-unpickle",
     ),
-    # SystemExit while unpickling a task ends the child, as in ProcessPoolExecutor.
+    # SystemExit while unpickling a task fails only that task (ProcessPoolExecutor loses the
+    # worker and every task with it): the child and its other tasks go on.
     pytest.param(
         Fault(
             *_IDENTITY,
             (faults.ExitAtUnpickle(),),
-            BrokenWorkerError,
-            "exited with code 1 while running this task",
+            DeliveryError,
+            "could not unpickle this task's function or arguments",
+            cause=SystemExit,
         ),
         id="exit-at-task-unpickle",
     ),
@@ -249,7 +251,7 @@ FAULTS = [
             *_RETURN,
             (faults.ErrorAtPickle,),
             pickle.PicklingError,
-            "could not be pickled in the child",
+            "could not be pickled in the worker",
             from_child=True,
         ),
         id="error-during-result-pickle",
@@ -259,7 +261,7 @@ FAULTS = [
             *_RETURN,
             (faults.ExitAtPickle,),
             SystemExit,
-            "could not be pickled in the child",
+            "could not be pickled in the worker",
             from_child=True,
         ),
         id="exit-during-result-pickle",

@@ -87,7 +87,7 @@ def test_a_forked_child_holds_only_its_own_ends_of_its_own_pipes(
 ) -> None:
     ex = fork_executor
     _start_both_children(ex)
-    children = list(ex._manager._children.values())  # type: ignore[union-attr]
+    children = list(ex._local_engine.manager.pool.children.values())  # type: ignore[union-attr]
     for child in children:
         held = _pipes_held(child.pid)
         for other in children:

@@ -15,8 +15,8 @@ import helpers
 import pytest
 
 from aioexec import AsyncProcessExecutor
-from aioexec._calls import new_task
-from aioexec._process import ChildProcess
+from aioexec._local.process import ChildProcess
+from aioexec._worker.runtime import new_task
 
 TIMEOUT = 30
 

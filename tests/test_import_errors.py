@@ -51,7 +51,7 @@ def test_function_defined_under_the_main_guard_fails_with_importability_advice(
         start_method,
     )
     assert "FAILED AttributeError" in output, output
-    assert "must be importable by the child" in output
+    assert "must be importable by the worker" in output
     assert "if __name__ == '__main__':" in output
     assert "STILL WORKS 32" in output
 

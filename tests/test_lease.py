@@ -1,4 +1,4 @@
-"""An event loop's lease on the answers (``aioexec/_lease.py``): the loop reads them itself
+"""An event loop's lease on the answers (``aioexec/_local/lease.py``): the loop reads them itself
 while it alone waits, and gives the pipes back to the manager thread whenever anyone else
 may wait, so that a busy, blocked, stopped or closed loop never holds up anyone else."""
 
@@ -20,9 +20,9 @@ import helpers
 import pytest
 
 from aioexec import AsyncProcessExecutor, BrokenWorkerError
-from aioexec._completion import Completions
-from aioexec._future import TaskFuture
-from aioexec._process import ChildProcess
+from aioexec._front.completion import Completions
+from aioexec._front.futures import TaskFuture
+from aioexec._local.process import ChildProcess
 
 TIMEOUT = 30
 
@@ -40,10 +40,10 @@ async def take_lease(executor: AsyncProcessExecutor) -> None:
 
 
 def holds_lease(executor: AsyncProcessExecutor, loop: asyncio.AbstractEventLoop) -> bool:
-    manager = executor._manager
+    manager = executor._local_engine.manager
     assert manager is not None
-    lease = manager._lease
-    children = manager._children
+    lease = manager.lease.current
+    children = manager.pool.children
     return (
         lease is not None
         and lease.loop is loop
@@ -200,7 +200,7 @@ def test_a_plain_callback_still_runs_in_the_manager_thread(
 def test_a_lease_loop_posts_plain_callbacks_and_completes_its_own_futures() -> None:
     # The race behind the previous test: a plain callback added after the loop read the
     # answer. Deliver, as the loop does, and check what runs where.
-    posted: list[tuple[str, Completions]] = []
+    posted: list[object] = []
     ran: list[str] = []
 
     async def main() -> object:
@@ -211,14 +211,14 @@ def test_a_lease_loop_posts_plain_callbacks_and_completes_its_own_futures() -> N
         future.add_done_callback(lambda _: ran.append("plain"))
         completions = Completions()
         completions.result(future, "value")
-        completions.deliver(loop, lambda op, what: posted.append((op, what)))
+        completions.deliver(loop, posted.append)
         assert awaited.done(), "the loop's own future completes at once, in its thread"
         assert ran == [], "a plain callback does not run in the loop's thread"
         return awaited.result()
 
     assert asyncio.run(main()) == "value"
-    [(op, elsewhere)] = posted
-    assert op == "deliver"
+    [elsewhere] = posted
+    assert isinstance(elsewhere, Completions)
     elsewhere.deliver()  # what the manager thread does with it
     assert ran == ["plain"]
 

@@ -182,7 +182,7 @@ def test_garbage_collected_open_executor_stops_its_children(start_method):
     assert ex.submit(faults.async_identity, 1).result(timeout=TIMEOUT) == 1
     assert ex.submit(faults.identity, 2).result(timeout=TIMEOUT) == 2
     pids = set(ex._processes)
-    manager_thread = ex._manager.thread
+    manager_thread = ex._executor_manager_thread
     collected = weakref.ref(ex)
     try:
         del ex

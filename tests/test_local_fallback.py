@@ -25,7 +25,7 @@ def test_lambda_with_fallback_thread_runs_in_a_parent_thread(
 ) -> None:
     pid, thread_name, value = shared_executor.submit(lambda x: (*_where(), x), 5).result(TIMEOUT)
     assert pid == os.getpid()
-    assert thread_name.startswith("aioexec-local")
+    assert thread_name.startswith("asyncio_")
     assert value == 5
 
 
@@ -38,7 +38,7 @@ def test_local_coroutine_function_with_fallback_thread_is_awaited_in_the_parent(
 
     pid, thread_name, total = shared_executor.submit(nested, 1, y=2).result(TIMEOUT)
     assert pid == os.getpid()
-    assert thread_name.startswith("aioexec-local")
+    assert thread_name.startswith("asyncio_")
     assert total == 3
 
 

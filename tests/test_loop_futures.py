@@ -21,7 +21,7 @@ import pytest
 from test_lease import holds_lease, take_lease
 
 from aioexec import AsyncProcessExecutor, BrokenPoolError, BrokenWorkerError, RemoteTraceback
-from aioexec._future import LoopFuture
+from aioexec._front.futures import LoopFuture
 
 TIMEOUT = 30.0
 

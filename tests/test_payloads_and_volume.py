@@ -9,7 +9,7 @@ import helpers
 import pytest
 
 from aioexec import AsyncProcessExecutor
-from aioexec._protocol import OUT_OF_BAND_MIN
+from aioexec._worker.codec import OUT_OF_BAND_MIN
 
 MiB = 1024 * 1024
 TIMEOUT = 30  # below pytest-timeout (60 s), so that a hang fails this test cleanly

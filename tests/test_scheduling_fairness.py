@@ -9,17 +9,18 @@ from dataclasses import dataclass
 import pytest
 
 from aioexec import LeastLoaded, RoundRobin, Scheduler
-from aioexec._scheduler import ChildId, ChildLoad, make_scheduler
+from aioexec._front.engine import WorkerId, WorkerLoad
+from aioexec._front.scheduler import make_scheduler
 
 
 @dataclass
 class StubChild:
-    child_id: ChildId
+    worker_id: WorkerId
     in_flight: int = 0
 
 
 def _children(n: int) -> list[StubChild]:
-    return [StubChild(ChildId(i)) for i in range(n)]
+    return [StubChild(WorkerId(i)) for i in range(n)]
 
 
 def _choose(scheduler: Scheduler, candidates: Sequence[StubChild]) -> StubChild:
@@ -32,19 +33,19 @@ def _choose(scheduler: Scheduler, candidates: Sequence[StubChild]) -> StubChild:
 def test_least_loaded_picks_the_child_with_fewest_tasks_in_flight() -> None:
     children = _children(3)
     children[0].in_flight, children[1].in_flight, children[2].in_flight = 5, 1, 3
-    assert _choose(LeastLoaded(), children).child_id == 1
+    assert _choose(LeastLoaded(), children).worker_id == 1
 
 
 def test_least_loaded_keeps_the_child_it_chose_last_among_equally_loaded_children() -> None:
     # Tasks awaited one at a time find every child idle: the warm child takes them all.
     children = _children(3)
     scheduler = LeastLoaded()
-    picks = [_choose(scheduler, children).child_id for _ in range(4)]
+    picks = [_choose(scheduler, children).worker_id for _ in range(4)]
     assert picks == [0, 0, 0, 0]
     children[0].in_flight = 1  # busy now: the next ones after it take turns
-    assert _choose(scheduler, children).child_id == 1
+    assert _choose(scheduler, children).worker_id == 1
     children[1].in_flight = 1
-    assert _choose(scheduler, children).child_id == 2
+    assert _choose(scheduler, children).worker_id == 2
 
 
 def test_least_loaded_spreads_a_burst_over_every_child() -> None:
@@ -54,7 +55,7 @@ def test_least_loaded_spreads_a_burst_over_every_child() -> None:
     for _ in range(7):
         chosen = _choose(scheduler, children)
         chosen.in_flight += 1
-        picks.append(chosen.child_id)
+        picks.append(chosen.worker_id)
     assert picks == [0, 1, 2, 2, 0, 1, 1]
 
 
@@ -72,38 +73,38 @@ def test_least_loaded_sends_work_to_the_child_that_finished_its_tasks() -> None:
     for _ in range(9):
         _choose(scheduler, children).in_flight += 1
     children[2].in_flight = 0  # child 2 answered everything
-    assert _choose(scheduler, children).child_id == 2
+    assert _choose(scheduler, children).worker_id == 2
 
 
 def test_least_loaded_rotation_wraps_when_the_last_child_is_not_a_candidate() -> None:
     children = _children(3)
     scheduler = LeastLoaded()
-    assert _choose(scheduler, children[2:]).child_id == 2
-    assert _choose(scheduler, children[:2]).child_id == 0
+    assert _choose(scheduler, children[2:]).worker_id == 2
+    assert _choose(scheduler, children[:2]).worker_id == 0
 
 
 def test_round_robin_takes_each_child_in_turn_whatever_its_load() -> None:
     children = _children(3)
     children[0].in_flight = 100
     scheduler = RoundRobin()
-    picks = [_choose(scheduler, children).child_id for _ in range(7)]
+    picks = [_choose(scheduler, children).worker_id for _ in range(7)]
     assert picks == [0, 1, 2, 0, 1, 2, 0]
 
 
 def test_round_robin_skips_children_without_room() -> None:
     children = _children(4)
     scheduler = RoundRobin()
-    assert _choose(scheduler, children).child_id == 0
+    assert _choose(scheduler, children).worker_id == 0
     # Child 1 is full (not a candidate): the turn passes to 2, then 3, then back to 0.
     without_1 = [children[0], children[2], children[3]]
-    picks = [_choose(scheduler, without_1).child_id for _ in range(4)]
+    picks = [_choose(scheduler, without_1).worker_id for _ in range(4)]
     assert picks == [2, 3, 0, 2]
 
 
 def test_round_robin_is_fair_over_many_choices() -> None:
     children = _children(5)
     scheduler = RoundRobin()
-    counts = Counter(_choose(scheduler, children).child_id for _ in range(500))
+    counts = Counter(_choose(scheduler, children).worker_id for _ in range(500))
     assert counts == dict.fromkeys(range(5), 100)
 
 
@@ -119,7 +120,7 @@ def test_scheduler_names_and_instances_are_accepted() -> None:
     assert isinstance(make_scheduler("round-robin"), RoundRobin)
 
     class First:
-        def choose(self, candidates: Sequence[ChildLoad]) -> ChildLoad:
+        def choose(self, candidates: Sequence[WorkerLoad]) -> WorkerLoad:
             return candidates[0]
 
     custom = First()

@@ -11,20 +11,17 @@ import random
 
 import pytest
 
-from aioexec._protocol import (
+from aioexec._local.protocol import (
     DIRECT_READ_THRESHOLD,
     NEED_DATA,
-    OUT_OF_BAND_MIN,
     Frame,
     FrameDecoder,
     Kind,
     OutBuffer,
     ProtocolError,
-    dumps,
     encode_frame,
-    out_of_band,
-    out_of_band_kwargs,
 )
+from aioexec._worker.codec import OUT_OF_BAND_MIN, dumps, out_of_band, out_of_band_kwargs
 
 # (kind, task id, body, out-of-band buffers) for a varied stream of frames
 SAMPLE_FRAMES: list[tuple[Kind, int, bytes, list[bytes]]] = [
@@ -175,9 +172,17 @@ def test_encode_frame_does_not_copy_payloads() -> None:
     assert pieces[2] is buffer
 
 
-def test_unknown_frame_kind_is_a_protocol_error() -> None:
+def test_a_damaged_header_is_a_protocol_error() -> None:
     data = bytearray(_stream([(Kind.RESULT, 1, b"x", [])]))
-    data[0] = 200
+    data[4] = 200  # the kind byte, behind the checksum
+    decoder = FrameDecoder()
+    decoder.receive_data(data)
+    with pytest.raises(ProtocolError, match="checksum"):
+        decoder.next_frame()
+
+
+def test_unknown_frame_kind_is_a_protocol_error() -> None:
+    data = b"".join(bytes(p) for p in encode_frame(200, 1, b"x"))  # a kind nobody sends
     decoder = FrameDecoder()
     decoder.receive_data(data)
     with pytest.raises(ProtocolError, match="200"):

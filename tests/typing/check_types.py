@@ -59,3 +59,15 @@ async def check_context_managers() -> None:
         assert_type(ex, AsyncProcessExecutor)
     async with AsyncProcessExecutor(1) as aex:
         assert_type(aex, AsyncProcessExecutor)
+
+
+async def check_in_child(ex: AsyncProcessExecutor) -> None:
+    import asyncio
+
+    from aioexec import in_child
+
+    loop = asyncio.get_running_loop()
+    assert_type(await loop.run_in_executor(None, in_child(plain_fn), 1), str)
+    assert_type(await loop.run_in_executor(ex, in_child(plain_fn), 1), str)
+    assert_type(in_child(plain_fn)(1), str)
+    await loop.run_in_executor(None, in_child(plain_fn), "x")  # type: ignore[arg-type]

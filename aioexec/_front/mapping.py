@@ -1,7 +1,8 @@
 """``map`` and ``amap``: results in input order with bounded read-ahead.
 
-Neighbours: ``_executor`` builds these iterators around its own ``submit``; chunks run in a
-child through ``_calls.run_chunk``/``run_chunk_async``.
+Neighbours: ``_front.executor`` builds these iterators around its own submissions (always the
+executor's own API route: a worker); a chunk of inputs is one call of the worker runtime's
+``_worker.chunks.run_chunk``/``run_chunk_async``, which the front only names.
 
 Both keep at most ``buffersize`` tasks submitted and unconsumed (every one of them when
 ``map`` is called without it, as ``Executor.map`` does), so a map over an endless generator
@@ -17,16 +18,23 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from concurrent.futures._base import FINISHED
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from ._calls import is_coroutine_callable, run_chunk, run_chunk_async
-from ._completion import for_asyncio
+from .._worker.chunks import run_chunk, run_chunk_async
+from .completion import for_asyncio
+from .routing import is_coroutine_callable
 
-__all__ = ["AsyncMapIterator", "check_map_arguments", "map_results", "prepare_map"]
+__all__ = ["AsyncMapIterator", "check_map_arguments", "map_inputs", "map_results"]
 
 T = TypeVar("T")
+
+
+class Submitter(Protocol):
+    """The executor, as these iterators use it (``ExecutorFront._submit_direct``)."""
+
+    def _submit_direct(self, fn: Callable[..., Any], *args: Any) -> Future[Any]: ...
 
 
 def check_map_arguments(chunksize: int, buffersize: int | None) -> None:
@@ -39,20 +47,21 @@ def check_map_arguments(chunksize: int, buffersize: int | None) -> None:
             raise ValueError("buffersize must be None or > 0")
 
 
-def prepare_map(
+def map_inputs(
     fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
-) -> tuple[Callable[[tuple[Any, ...]], tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
-    """The inputs (single calls or chunks), and how one input becomes ``submit``'s arguments."""
+) -> tuple[Iterator[tuple[Any, ...]], Callable[[tuple[Any, ...]], tuple[Any, ...]]]:
+    """The inputs (single calls or chunks), and how one input becomes a call: the callable
+    and its arguments."""
     inputs: Iterator[tuple[Any, ...]] = zip(*iterables)  # noqa: B905 - map() semantics
     if chunksize == 1:
-        return (lambda args: (fn, *args)), inputs
+        return inputs, (lambda args: (fn, *args))
     runner = run_chunk_async if is_coroutine_callable(fn) else run_chunk
     chunks = iter(lambda: tuple(itertools.islice(inputs, chunksize)), ())
-    return (lambda chunk: (runner, fn, chunk)), chunks
+    return chunks, (lambda chunk: (runner, fn, chunk))
 
 
 def map_results(
-    executor: Executor,
+    executor: Submitter,
     call_for: Callable[[tuple[Any, ...]], tuple[Any, ...]],
     inputs: Iterator[tuple[Any, ...]],
     *,
@@ -63,7 +72,7 @@ def map_results(
     """Submit now (all inputs, or the first ``buffersize``); return the result iterator."""
     end_time = None if timeout is None else timeout + time.monotonic()
     ahead = inputs if buffersize is None else itertools.islice(inputs, buffersize)
-    fs = deque(executor.submit(*call_for(args)) for args in ahead)
+    fs = deque(executor._submit_direct(*call_for(args)) for args in ahead)
     # Only a weak reference: an abandoned iterator must not keep the executor alive. Once
     # the executor is gone, the iterator yields what was submitted and submits no more.
     executor_ref = weakref.ref(executor)
@@ -75,7 +84,7 @@ def map_results(
                 if buffersize is not None and (executor := executor_ref()) is not None:
                     args = next(inputs, None)
                     if args is not None:
-                        fs.append(executor.submit(*call_for(args)))
+                        fs.append(executor._submit_direct(*call_for(args)))
                     del executor
                 remaining = None if end_time is None else end_time - time.monotonic()
                 # Yield without keeping a reference in this frame (CPython bpo-14406): the
@@ -118,7 +127,7 @@ class AsyncMapIterator(AsyncIterator[T]):
 
     def __init__(
         self,
-        executor: Executor,
+        executor: Submitter,
         call_for: Callable[[tuple[Any, ...]], tuple[Any, ...]],
         inputs: Iterator[tuple[Any, ...]],
         *,
@@ -135,7 +144,7 @@ class AsyncMapIterator(AsyncIterator[T]):
         )
 
     def _submit(self, args: tuple[Any, ...]) -> Future[Any]:
-        return self._executor.submit(*self._call_for(args))
+        return self._executor._submit_direct(*self._call_for(args))
 
     def __aiter__(self) -> AsyncMapIterator[T]:
         return self
@@ -153,7 +162,7 @@ class AsyncMapIterator(AsyncIterator[T]):
             # Read ahead and already answered: no bridge needed, and none could carry a
             # StopIteration out of a finished future (asyncio's would never wake us).
             # future.done() is not asked: on a task future, it counts as a wait, which ends
-            # an event loop's lease on the answers (see _lease).
+            # an event loop's lease on the answers (see _local.lease).
             if future._state == FINISHED:
                 error = future.exception()
                 if error is not None:

@@ -1,24 +1,26 @@
-"""How outcomes reach futures: collected under the manager's lock, delivered after it, batched.
+"""How outcomes reach futures: collected under an engine's lock, delivered after it, batched.
 
-Neighbours: ``_manager`` records every outcome of a turn here (answers from children, tasks
-failed by a dead child or a broken executor) and calls :meth:`Completions.deliver` once it
-has released its lock; ``_lease.LoopLease`` does the same for the answers an event loop read
-itself; ``_future.TaskFuture.settle`` changes a future's state without running its
-callbacks, so that they run here.
+Neighbours: an engine records every outcome of a turn in a :class:`Completions` (the
+``OutcomeBatch`` of ``_front.engine``: answers from workers, tasks failed by a lost worker or
+a broken engine) and calls :meth:`Completions.deliver` once it has released its lock; the
+local engine's ``_local.lease.LoopLease`` does the same for the answers an event loop read
+itself; ``_front.futures.TaskFuture.settle`` changes a future's state without running its
+callbacks, so that they run here. Recognising asyncio's bridge callback is one of the tricks
+of ``_cpython``; when it is off, bridges run as plain callbacks.
 
-Why not ``future.set_result()`` in the manager thread, as ``ProcessPoolExecutor`` does: most
+Why not ``future.set_result()`` in the engine thread, as ``ProcessPoolExecutor`` does: most
 callers await through asyncio (``loop.run_in_executor``, ``asyncio.wrap_future``, ``ex.run``),
 and each such future carries asyncio's bridge callback, which would write one byte to the
 event loop's self-pipe per result. Every such ``send()`` releases the GIL in the middle of
-the manager's work, so the loop thread and the manager hand the GIL back and forth once per
+the engine's work, so the loop thread and the engine's thread hand the GIL back and forth once per
 result. Here the bridges of one turn go to each event loop as ONE ``call_soon_threadsafe``;
 the loop then copies the outcomes into its asyncio futures itself, exactly as the bridge's
-scheduled callback would have. Other callbacks run in the manager thread, as before, but
+scheduled callback would have. Other callbacks run in the engine thread, as before, but
 outside the lock, so that a callback may submit work. When an event loop that holds a lease
 delivers, its own bridges complete at once, in its thread, and anything else is posted to the
-manager thread, so that plain callbacks still run there.
+engine thread, so that plain callbacks still run there.
 
-A ``_future.LoopFuture`` (a task awaited in an event loop) has no callbacks of its own to run
+A ``_front.futures.LoopFuture`` (a task awaited in an event loop) has no callbacks of its own to run
 here: it is settled in its loop's thread, by the same per-loop batch, or at once when its
 own loop delivers. An answer that finds it cancelled (its awaiter gave up) is dropped.
 """
@@ -26,53 +28,24 @@ own loop delivers. An answer that finds it cancelled (its awaiter gave up) is dr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-from asyncio.futures import _convert_future_exc  # type: ignore[attr-defined]
 from collections.abc import Callable
-from types import CodeType
-from typing import Any
+from typing import Any, cast
 
-from ._future import AnyTaskFuture, LoopFuture, TaskFuture
+from .._cpython import SetState, wrap_future_bridge
+from .engine import EngineFuture, OutcomeBatch
+from .futures import LoopFuture, TaskFuture
 
 __all__ = ["Completions"]
 
 _LOGGER = logging.getLogger("concurrent.futures")
-# asyncio.futures._chain_future's callback on the concurrent future, in Python 3.10 to 3.13.
-_BRIDGE = "_chain_future.<locals>._call_set_state"
-_BRIDGE_CELLS = ("_set_state", "dest_loop", "destination")
-_BRIDGE_CELL_INDEX: dict[CodeType, tuple[int, ...]] = {}  # where those are in the closure
 
 _Callback = Callable[[TaskFuture[Any]], object]
-_SetState = Callable[[Any, Any], None]
 # What a loop runs for one outcome: set_state(destination, source), and what to run instead
 # if the loop is closed: a bridge's callback on its source (None: nothing, see _hand_over)
-_Copy = tuple[_SetState, Any, Any, _Callback | None]
+_Copy = tuple[SetState, Any, Any, _Callback | None]
 _Outcome = tuple[Any, BaseException | None, bool]  # value, error, cancelled
-
-
-def bridge_loop(fn: Callable[..., Any]) -> asyncio.AbstractEventLoop | None:
-    """The event loop of asyncio's wrap_future callback ``fn``; None for other callbacks."""
-    bridge = _bridge(fn)
-    return None if bridge is None else bridge[0]
-
-
-def _bridge(fn: Callable[..., Any]) -> tuple[asyncio.AbstractEventLoop, _SetState, Any] | None:
-    """For asyncio's wrap_future callback: its event loop, and what it would schedule there
-    (``set_state(destination, source)``); None for any other callback."""
-    if getattr(fn, "__qualname__", None) != _BRIDGE:
-        return None
-    try:
-        code = fn.__code__
-        where = _BRIDGE_CELL_INDEX.get(code)
-        if where is None:  # once per asyncio: one code object serves every bridge
-            where = _BRIDGE_CELL_INDEX[code] = tuple(map(code.co_freevars.index, _BRIDGE_CELLS))
-        closure = fn.__closure__ or ()
-        set_state, loop, destination = (closure[i].cell_contents for i in where)
-    except (AttributeError, IndexError, ValueError, TypeError):
-        return None  # another asyncio: run it as a plain callback
-    if not isinstance(loop, asyncio.AbstractEventLoop):
-        return None
-    return loop, set_state, destination
 
 
 def _copy_outcomes(loop: asyncio.AbstractEventLoop, copies: list[_Copy]) -> None:
@@ -96,7 +69,7 @@ def _settle_loop_future(future: LoopFuture[Any], outcome: _Outcome) -> None:
         return  # cancelled by its awaiter meanwhile: the answer is dropped
     value, error, cancelled = outcome
     if cancelled:
-        asyncio.Future.cancel(future)  # not LoopFuture.cancel: the child has ended it
+        asyncio.Future.cancel(future)  # not LoopFuture.cancel: the worker has ended it
     elif error is not None:
         future.set_exception(for_asyncio(error))
     else:
@@ -111,49 +84,58 @@ def for_asyncio(error: BaseException) -> BaseException:
         converted = RuntimeError(f"the task raised StopIteration({error})")
         converted.__cause__ = error
         return converted
-    return _convert_future_exc(error)  # type: ignore[no-any-return]
+    # As asyncio.futures._convert_future_exc does: concurrent.futures' own classes become
+    # asyncio's (on 3.10 they differ; later, asyncio reuses them).
+    if type(error) is concurrent.futures.CancelledError:
+        return asyncio.CancelledError(*error.args).with_traceback(error.__traceback__)
+    if type(error) is concurrent.futures.InvalidStateError:
+        return asyncio.InvalidStateError(*error.args).with_traceback(error.__traceback__)
+    if type(error) is concurrent.futures.TimeoutError:
+        return asyncio.TimeoutError(*error.args).with_traceback(error.__traceback__)
+    return error
 
 
 class Completions:
-    """The outcomes of one manager turn, delivered in order once the lock is released."""
+    """The outcomes of one engine turn, delivered in order once the lock is released."""
 
     __slots__ = ("_items", "_later")
 
     def __init__(self) -> None:
-        self._items: list[tuple[AnyTaskFuture, Any, BaseException | None, bool]] = []
+        self._items: list[tuple[EngineFuture, Any, BaseException | None, bool]] = []
         self._later: list[tuple[_Callback, TaskFuture[Any]]] = []  # settled: callbacks only
 
     def __bool__(self) -> bool:
         return bool(self._items or self._later)
 
-    def result(self, future: AnyTaskFuture, value: Any) -> None:
+    def result(self, future: EngineFuture, value: Any) -> None:
         self._items.append((future, value, None, False))
 
-    def error(self, future: AnyTaskFuture, error: BaseException) -> None:
+    def error(self, future: EngineFuture, error: BaseException) -> None:
         self._items.append((future, None, error, False))
 
-    def cancelled(self, future: AnyTaskFuture) -> None:
+    def cancelled(self, future: EngineFuture) -> None:
         self._items.append((future, None, None, True))
 
-    def absorb(self, other: Completions) -> None:
+    def absorb(self, other: OutcomeBatch) -> None:
         """Take over what another thread posted here (see ``deliver``)."""
+        assert isinstance(other, Completions)
         self._items += other._items
         self._later += other._later
 
     def deliver(
         self,
         loop: asyncio.AbstractEventLoop | None = None,
-        post: Callable[[str, Completions], None] | None = None,
+        post: Callable[[OutcomeBatch], None] | None = None,
     ) -> None:
         """Settle every future, run plain callbacks, and hand each event loop its batch.
 
         ``loop``, ``post``: an event loop delivers the answers it read under its lease: its
         own bridges complete now, in its thread; plain callbacks, and the outcomes not
-        settled when a callback raised, are posted to the manager thread ("deliver")."""
+        settled when a callback raised, are posted to the engine thread (``post``)."""
         items, self._items = self._items, []
         later, self._later = self._later, []
         per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]] = {}
-        # What is left for the manager thread: here, or for a lease loop, what it posts there.
+        # What is left for the engine thread: here, or for a lease loop, what it posts there.
         elsewhere = self if post is None else Completions()
         ran = done = 0
         current: list[tuple[_Callback, TaskFuture[Any]]] = []  # callbacks not run yet
@@ -168,11 +150,12 @@ class Completions:
                         (_settle_loop_future, target, (value, error, cancelled), None)
                     )
                     continue
+                target = cast(TaskFuture[Any], target)  # an engine holds only the two kinds
                 callbacks = target.settle_cancelled() if cancelled else target.settle(value, error)
                 current = [(fn, target) for fn in callbacks or ()]
                 while current:
                     fn, future = current.pop(0)
-                    bridge = _bridge(fn)
+                    bridge = wrap_future_bridge(fn)
                     if bridge is not None:
                         bridge_to, set_state, destination = bridge
                         per_loop.setdefault(bridge_to, []).append(
@@ -183,7 +166,7 @@ class Completions:
                     else:
                         elsewhere._later.append((fn, future))
         except BaseException:
-            # A callback raised SystemExit or the like, which ends the manager thread: the
+            # A callback raised SystemExit or the like, which ends the engine thread: the
             # outcomes not settled yet stay for its last deliver().
             elsewhere._later[:0] = later[ran:] + current
             elsewhere._items[:0] = items[done:]
@@ -198,7 +181,7 @@ class Completions:
                     self._hand_over(per_loop)
                 finally:
                     if post is not None and elsewhere:
-                        post("deliver", elsewhere)
+                        post(elsewhere)
 
     @staticmethod
     def _hand_over(per_loop: dict[asyncio.AbstractEventLoop, list[_Copy]]) -> None:

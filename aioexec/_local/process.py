@@ -1,26 +1,29 @@
 """One child's handle in the parent: its process, pipe ends, codec state and tasks in flight.
 
-Neighbours: only ``_manager`` creates and uses these handles (from its own thread); the
-process runs ``_child.main``.
+Neighbours: only the local engine's manager (``_local.manager``, ``_local.answers``,
+``_local.lease``) uses these handles, under the pool's lock; the process runs
+``_local.child.main``; the pipes are opened and closed through ``_local.forks``.
 
 A handle goes STARTING -> READY -> (RETIRING) -> gone. RETIRING means it takes no new work
-(it reached ``max_tasks_per_child`` or the executor shuts down) and was sent STOP. It is gone
-once its process sentinel fires; then the manager fails whatever was still in flight.
+(it reached ``max_tasks_per_child``, the executor shuts down, or its stream can no longer be
+trusted) and was sent STOP or a signal. It is gone once its process sentinel fires; then the
+manager fails whatever was still in flight.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 
-from ._child import ChildConfig, PipeEnd, main
-from ._future import AnyTaskFuture
-from ._pipeio import SCRATCH_SIZE, read_once, write_all
-from ._protocol import Chunk, Frame, FrameDecoder, OutBuffer
-from ._scheduler import ChildId
+from .._front.engine import EngineFuture, WorkerId
+from . import forks
+from .child import ChildConfig, PipeEnd, main
+from .pipeio import SCRATCH_SIZE, read_once, write_all
+from .protocol import Chunk, Frame, FrameDecoder, HeaderCheck, OutBuffer
 
 __all__ = ["ChildProcess", "ChildState"]
 
@@ -33,52 +36,59 @@ _READS_PER_WAKEUP = 8
 class ChildState(enum.Enum):
     STARTING = "starting"  # process started, READY not received yet (it may take work)
     READY = "ready"  # initializer done, taking work
-    RETIRING = "retiring"  # sent STOP: answers what it runs, then exits
+    RETIRING = "retiring"  # takes no more work: answers what it runs, then exits
 
 
 class ChildProcess:
-    """The parent's end of one child. Not thread-safe: the manager thread owns it."""
+    """The parent's end of one child. Not thread-safe: used under the pool's lock."""
 
     def __init__(
-        self, child_id: ChildId, ctx: BaseContext, config: ChildConfig, held_fds: Sequence[int]
+        self,
+        worker_id: WorkerId,
+        ctx: BaseContext,
+        config: ChildConfig,
+        check: HeaderCheck,
     ) -> None:
-        """``held_fds``: the parent's other descriptors, which a forked child closes."""
-        self.child_id = child_id
+        """``check``: how the decoder vets each answer's header (``_local.answers``)."""
+        self.worker_id = worker_id
         self.state = ChildState.STARTING
-        self.decoder = FrameDecoder()
+        self.decoder = FrameDecoder(check)
         self.out = OutBuffer()
         # task id -> its future, for every task sent and not yet answered
-        self.running: dict[int, AnyTaskFuture] = {}
+        self.running: dict[int, EngineFuture] = {}
         self.sync_running = 0  # how many of `running` are plain functions (at most 1)
         self.tasks_sent = 0  # counts towards max_tasks_per_child
         self.write_blocked = False  # the pipe was full; the manager waits for writability
         self.init_failed = False  # it sent INIT_FAILED: its exit breaks the executor
-        self.watched = True  # the manager's selector watches read_fd (see _lease)
+        self.watched = True  # the manager's selector watches read_fd (see _local.lease)
         self.eof = False  # read_fd reached end of file
+        self.end_reason = ""  # why the parent stopped it, for its exit's log and errors
+        self.exit_description = ""  # how it ended, once it did: "exited with code 0 (retired)"
+        self.tasks_done = 0  # answered (or lost with it), for stats and the exit's log
+        self.tasks_failed = 0  # of those, how many failed
+        self.started_at = time.time()
         self._scratch = bytearray(SCRATCH_SIZE)
 
-        to_child_r, self._to_child_w = ctx.Pipe(duplex=False)
-        self._from_child_r, from_child_w = ctx.Pipe(duplex=False)
-        self.write_fd = self._to_child_w.fileno()
-        self.read_fd = self._from_child_r.fileno()
+        to_child_r, self.write_fd = forks.pipe()
+        self.read_fd, from_child_w = forks.pipe()
         for fd in (self.write_fd, self.read_fd):
             _grow_pipe(fd)
-        if ctx.get_start_method() == "fork":
-            # A forked child inherits every descriptor of ours. It closes them: holding the
-            # write end of its own input (or of another child's), it would never see end of
-            # file when we die.
-            config = config._replace(inherited_fds=(*held_fds, self.write_fd, self.read_fd))
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=main,
-            args=(PipeEnd(to_child_r.fileno()), PipeEnd(from_child_w.fileno()), config),
-            name=f"aioexec-child-{child_id}",
+            args=(PipeEnd(to_child_r), PipeEnd(from_child_w), config),
+            name=f"aioexec-worker-{worker_id}",
         )
         try:
-            self.process.start()
+            # A fork-method child keeps its own ends; every other descriptor of ours is
+            # closed in it (``_local.forks``), so that it sees end of file when we die.
+            with forks.keeping((to_child_r, from_child_w)):
+                self.process.start()
+        except BaseException:
+            forks.close((self.write_fd, self.read_fd))
+            raise
         finally:
             # The child has its own copies now; ours would hide its death from us (no EOF).
-            to_child_r.close()
-            from_child_w.close()
+            forks.close((to_child_r, from_child_w))
         os.set_blocking(self.write_fd, False)
         os.set_blocking(self.read_fd, False)
         self.pid: int = self.process.pid
@@ -87,9 +97,6 @@ class ChildProcess:
     @property
     def in_flight(self) -> int:
         return len(self.running)
-
-    def fds(self) -> list[int]:
-        return [self.write_fd, self.read_fd]
 
     def send(self, pieces: list[Chunk]) -> None:
         self.out.append(pieces)
@@ -128,10 +135,8 @@ class ChildProcess:
         self, on_frame: Callable[[Frame], None], max_reads: int | None = _READS_PER_WAKEUP
     ) -> bool:
         """Read what is available (at most ``max_reads`` reads, None: until the pipe is empty)
-        and hand each whole frame to ``on_frame``.
-
-        Returns False at end of file (the child closed its end: it exited).
-        """
+        and hand each whole frame to ``on_frame``. Returns False at end of file (the child
+        closed its end: it exited). Raises ``ProtocolError`` for a corrupted stream."""
         reads = 0
         while max_reads is None or reads < max_reads:
             reads += 1
@@ -151,11 +156,27 @@ class ChildProcess:
                 return True
         return True  # more may be waiting: the selector reports the pipe again
 
+    def abort(self, why: str) -> None:
+        """Stop the child because its stream can no longer be trusted (half a frame written
+        or read when a ``KeyboardInterrupt`` landed, or garbage from the child): its tasks
+        fail with ``BrokenWorkerError`` once its sentinel fires, saying ``why``."""
+        self.state = ChildState.RETIRING
+        self.end_reason = why
+        self.stop_process(kill=True)
+
+    def stop_process(self, kill: bool) -> None:
+        """SIGTERM (or SIGKILL) the child, unless it is gone already."""
+        # Process.terminate/kill skip a process already reaped (its pid may be reused by
+        # then); os.kill would not.
+        try:
+            (self.process.kill if kill else self.process.terminate)()
+        except (OSError, ValueError):
+            pass  # gone already, or closed
+
     def close(self) -> None:
         # The process object stays usable (callers may still join() the snapshot they took
         # of ``_processes``); its sentinel is closed when it is garbage-collected.
-        self._to_child_w.close()
-        self._from_child_r.close()
+        forks.close((self.write_fd, self.read_fd))
 
 
 def _grow_pipe(fd: int) -> None:

@@ -1,8 +1,9 @@
 """Non-blocking pipe I/O shared by both ends of a child's pipes.
 
-Neighbours: ``_process`` (the parent's end, driven by the manager's selector) and ``_child``
-(the child's end, driven by its event loop) call :func:`read_once` and :func:`write_all`;
-``_manager`` wakes up through a :class:`Wakeup`. Framing itself is ``_protocol``'s.
+Neighbours: ``_local.process`` (the parent's end, driven by the manager's selector) and
+``_local.child`` (the child's end, driven by its event loop) call :func:`read_once` and
+:func:`write_all`; ``_local.manager`` wakes up through a :class:`Wakeup`. Framing itself is
+``_local.protocol``'s.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 
-from ._protocol import FrameDecoder, OutBuffer
+from . import forks
+from .protocol import FrameDecoder, OutBuffer
 
 __all__ = ["SCRATCH_SIZE", "Wakeup", "read_once", "write_all"]
 
@@ -44,26 +46,30 @@ def write_all(fd: int, out: OutBuffer) -> None:
 
 class Wakeup:
     """A self-pipe that wakes the manager's selector from other threads; at most one byte is
-    in flight at a time, so a burst of submissions costs one write."""
+    in flight at a time, so a burst of submissions costs one write.
+
+    ``_armed`` (a byte is on its way) is read and written under ``_lock`` only, on both
+    sides: a notifier's earlier work (an inbox append) is then visible to the manager once
+    it has disarmed, with or without the GIL. Checking it without the lock would need a
+    store-load barrier that free-threaded Python does not promise (a lost wake-up)."""
 
     def __init__(self) -> None:
-        self.read_fd, self._write_fd = os.pipe()
+        self.read_fd, self._write_fd = forks.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self._write_fd, False)
-        self._armed = False  # a byte is on its way; later posts need not write another
-        self._lock = threading.Lock()  # keeps notify() from writing to a closed descriptor
-        self._closed = False
+        self._lock = threading.Lock()
+        self._armed = False  # a byte is on its way; later notifies need not write another
+        self._closed = False  # notify() must not write to a closed descriptor
 
     def notify(self) -> None:
-        if self._armed:
-            return
         with self._lock:
-            if not self._closed:
-                self._armed = True
-                try:
-                    os.write(self._write_fd, b"\0")
-                except BlockingIOError:
-                    pass
+            if self._armed or self._closed:
+                return
+            self._armed = True
+            try:
+                os.write(self._write_fd, b"\0")
+            except BlockingIOError:
+                pass
 
     def drain(self) -> None:
         """Empty the pipe, then disarm; the caller takes its inbox after this.
@@ -77,10 +83,17 @@ class Wakeup:
                 pass
         except BlockingIOError:
             pass
-        self._armed = False
+        with self._lock:
+            self._armed = False
+
+    def fds(self) -> list[int]:
+        return [self.read_fd, self._write_fd]
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            os.close(self._write_fd)
-        os.close(self.read_fd)
+        forks.close((self._write_fd, self.read_fd))
+
+    def disown(self) -> None:
+        """In a forked process: the descriptors are closed already; never write again."""
+        self._closed = True

@@ -1,24 +1,25 @@
 """The futures of tasks: :class:`TaskFuture` for threads, :class:`LoopFuture` for event loops.
 
-Neighbours: ``_executor`` creates one per task; ``_manager`` moves it to RUNNING when the task
-is sent to a child; ``_completion`` settles it from the child's answer (:meth:`TaskFuture.settle`
-sets the outcome and hands the callbacks back, so that they run outside the manager's lock).
+Neighbours: ``_front.executor`` creates one per task; an engine moves it to RUNNING when the
+task is sent to a worker (``start_running``, see ``_front.engine.EngineFuture``);
+``_front.completion`` settles it from the worker's answer (:meth:`TaskFuture.settle` sets the
+outcome and hands the callbacks back, so that they run outside the engine's lock).
 
 ``submit`` returns a :class:`TaskFuture`, a ``concurrent.futures.Future`` that any thread may
 wait on. A task awaited in an event loop (``loop.run_in_executor``, ``ex.run``) gets a
 :class:`LoopFuture` instead: the asyncio future that ``asyncio.wrap_future`` would have
 made around a ``TaskFuture``, with nothing in between. It is completed in its loop's thread
-(see ``_completion``), so it needs no lock, and awaiting it costs what awaiting any asyncio
+(see ``_front.completion``), so it needs no lock, and awaiting it costs what awaiting any asyncio
 future costs.
 
 Cancellation rules (the standard library's, plus one):
 
 * PENDING (still queued in the parent): ``cancel()`` returns True and the future is
-  CANCELLED and its waiters are notified at once; the manager skips it, so it never runs.
+  CANCELLED and its waiters are notified at once; the engine skips it, so it never runs.
 * RUNNING coroutine: ``cancel()`` returns True, the future is CANCELLED at once (waiters
-  wake, callbacks run) and the manager is asked to cancel the task in the child, whose
-  ``finally``/``except CancelledError`` blocks then run. The child's slot is freed when the
-  child confirms; a result racing the cancel is dropped.
+  wake, callbacks run) and the engine is asked to cancel the task in its worker, whose
+  ``finally``/``except CancelledError`` blocks then run. The worker's slot is freed when the
+  worker confirms; a result racing the cancel is dropped.
 * RUNNING plain function: it cannot be interrupted, so ``cancel()`` returns False.
 * FINISHED: ``cancel()`` returns False.
 
@@ -29,14 +30,12 @@ is dropped.
 Every way to wait for an unfinished future (``result()``, ``exception()``, ``wait()`` and
 ``as_completed()``, which add a waiter, ``add_done_callback``, and polling ``done()`` or
 ``running()``) is reported to the ``on_wait`` hook first: an event loop's lease on the
-answers (``_lease``) ends when anyone else may be waiting.
+answers (``_local.lease``) ends when anyone else may be waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from asyncio.events import _get_running_loop
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures._base import (
@@ -48,12 +47,13 @@ from concurrent.futures._base import (
 )
 from typing import Any, TypeAlias, TypeVar
 
-__all__ = ["AnyTaskFuture", "LoopFuture", "TaskFuture", "run_in_executor_loop"]
+from .engine import WaitHook
+
+__all__ = ["AnyTaskFuture", "LoopFuture", "TaskFuture"]
 
 T = TypeVar("T")
 
 _UNFINISHED = (PENDING, RUNNING)
-WaitHook = Callable[[Callable[..., object] | None], None]
 
 
 class _Waiters(list):  # type: ignore[type-arg]
@@ -82,7 +82,7 @@ class TaskFuture(Future[T]):
         # Called (outside the lock) when a RUNNING coroutine task is cancelled; None for
         # plain functions, whose running calls cannot be interrupted.
         self._remote_cancel = remote_cancel
-        self.task_id = 0  # set by the manager when it sends the task to a child
+        self.task_id = 0  # set by the engine when it sends the task to a worker
         self._on_wait = on_wait
         if on_wait is not None:
             self._waiters = _Waiters(on_wait)
@@ -127,6 +127,10 @@ class TaskFuture(Future[T]):
     def cancels_remotely(self) -> bool:
         """True for coroutine tasks, whose running coroutine ``cancel()`` can stop."""
         return self._remote_cancel is not None
+
+    def was_cancelled(self) -> bool:
+        """``cancelled()`` without counting as a wait (any thread)."""
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
 
     def start_running(self) -> bool:
         """Move PENDING to RUNNING and return True; False if the future was cancelled."""
@@ -182,21 +186,28 @@ class LoopFuture(asyncio.Future[T]):
     asyncio's rules apply: only the loop's thread touches it. Cancellation rules, in the
     terms of ``asyncio.wrap_future``, whose future this one replaces: ``cancel()`` cancels
     the future at once and returns True unless it is done; a queued task is then never sent,
-    a running coroutine is cancelled in the child, and a running plain function runs on
+    a running coroutine is cancelled in its worker, and a running plain function runs on
     (its slot is freed when it ends) while its result is dropped.
+
+    The engine's threads never read the asyncio state: they read ``_gave_up``, which only
+    the loop's thread writes (once, False -> True, in ``cancel``) before it posts the remote
+    cancel. A thread that reads it a moment too early sends the task, and the cancel that
+    follows reaches the worker behind it: safe with or without the GIL.
     """
 
     # Class defaults, so that creating one sets only what differs (it is the hot path).
-    task_id = 0  # set by the manager when it sends the task to a child
-    # Called when a coroutine task is cancelled (posts the cancel to the manager thread);
+    task_id = 0  # set by the engine when it sends the task to a worker
+    _gave_up = False  # cancelled by its awaiter (written by the loop's thread only)
+    # Called when a coroutine task is cancelled (posts the cancel to the engine);
     # None for plain functions, whose running calls cannot be interrupted.
     _remote_cancel: Callable[[LoopFuture[Any]], None] | None = None
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg=msg):
             return False
+        self._gave_up = True
         if self._remote_cancel is not None:
-            # Queued: the manager skips it. Running: the child is told. Answered: nothing.
+            # Queued: the engine skips it. Running: the worker is told. Answered: nothing.
             self._remote_cancel(self)
         return True
 
@@ -204,39 +215,14 @@ class LoopFuture(asyncio.Future[T]):
     def cancels_remotely(self) -> bool:
         return self._remote_cancel is not None
 
+    def was_cancelled(self) -> bool:
+        """True once its awaiter cancelled it (any thread; see the class docstring)."""
+        return self._gave_up
+
     def start_running(self) -> bool:
-        """True if the task may be sent; False if its awaiter cancelled it meanwhile.
-
-        Called from any thread: reading the state is safe; a cancel that comes after it
-        reaches the manager as a "cancel" post, behind this send."""
-        return not self.cancelled()
+        """True if the task may be sent; False if its awaiter cancelled it meanwhile."""
+        return not self._gave_up
 
 
-# asyncio's run_in_executor hands what submit() returns to wrap_future, which returns an
-# asyncio future unchanged. So when run_in_executor is submit's caller, submit makes the
-# asyncio future itself: no concurrent.futures.Future and no bridge between the two.
-_RUN_IN_EXECUTOR = asyncio.BaseEventLoop.run_in_executor.__code__
-_CREATE_FUTURE = asyncio.BaseEventLoop.create_future
-
-
-def run_in_executor_loop() -> asyncio.AbstractEventLoop | None:
-    """Called by ``submit``: the event loop whose ``run_in_executor`` called it, if that loop
-    runs in this thread and makes plain asyncio futures; None otherwise (the call then gets
-    a ``TaskFuture``, which ``wrap_future`` bridges as usual).
-
-    Another thread's loop would not end this thread's lease (``_lease``) on the answers,
-    and a loop with its own ``create_future`` wants its own kind of future."""
-    try:
-        frame = sys._getframe(2)  # 0: here, 1: submit, 2: its caller
-    except ValueError:
-        return None
-    if frame.f_code is not _RUN_IN_EXECUTOR:
-        return None
-    loop = _get_running_loop()
-    if loop is None or type(loop).create_future is not _CREATE_FUTURE:
-        return None
-    return loop if frame.f_locals.get("self") is loop else None
-
-
-#: What the manager keeps for each task.
+#: What an engine keeps for each task.
 AnyTaskFuture: TypeAlias = "TaskFuture[Any] | LoopFuture[Any]"

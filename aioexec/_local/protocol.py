@@ -1,21 +1,27 @@
-"""Sans-IO wire protocol between the manager thread and a child: bytes in, frames out.
+"""Sans-IO wire protocol between the parent and a child process: bytes in, frames out.
 
-Neighbours: ``_manager`` (parent side) and ``_child`` (child side) own the pipes and call
-into this module; nothing here touches ``os``, ``threading`` or ``asyncio``.
+Neighbours: the parent's handle of a child (``_local.process``) and the child itself
+(``_local.child``) own the pipes and call into this module; nothing here touches ``os``,
+``threading`` or ``asyncio``. Payloads are pickled by ``_worker.codec``.
 
 A frame is a fixed header, a table of out-of-band buffer lengths, the main pickle bytes and
 then the buffers themselves::
 
-    +------+-------+---------+----------+------------------+---------+-----+---------+
-    | kind | nbufs | task id | main len | nbufs x buf len  |  main   | buf | buf ... |
-    |  u8  |  u8   |   u64   |   u64    |    u64 each      |  bytes  |     |         |
-    +------+-------+---------+----------+------------------+---------+-----+---------+
+    +-------+------+-------+-------+---------+----------+-----------------+------+-----+-----+
+    | crc32 | kind | flags | nbufs | task id | main len | nbufs x buf len | main | buf | ... |
+    |  u32  |  u8  |  u8   |  u32  |   u64   |   u64    |    u64 each     |      |     |     |
+    +-------+------+-------+-------+---------+----------+-----------------+------+-----+-----+
 
-Pickle protocol 5 puts large binary payloads (numpy arrays, ``PickleBuffer``, and here also
-large ``bytes`` arguments and results, see :func:`out_of_band`) out of band, so they are written
-straight from the object's memory (``os.writev`` of the pieces returned by
-:func:`encode_frame`) and read into one preallocated ``bytearray`` without another copy
-(:meth:`FrameDecoder.get_buffer`).
+The CRC-32 covers the rest of the header and the length table, so that no corrupted header
+(a child that wrote garbage to its pipe, a flipped bit) is ever trusted: the decoder raises
+:class:`ProtocolError` before it allocates anything for the frame. Bodies are not checked;
+a damaged body fails only its own task, when it is unpickled.
+
+Pickle protocol 5 puts large binary payloads out of band, so they are written straight from
+the object's memory (``os.writev`` of the pieces returned by :func:`encode_frame`) and read
+into one buffer without another copy (:meth:`FrameDecoder.get_buffer`). Large bodies are read
+into anonymous memory maps: the kernel commits their pages as the bytes arrive, so a header
+announcing more than ever comes costs no memory, and no pass is spent zero-filling.
 
 Frame kinds and who sends them:
 
@@ -27,39 +33,41 @@ RUN_SYNC       to child   body = pickled (fn, args, kwargs); run ``fn`` in a thr
 CANCEL         to child   cancel task ``task id`` if it still runs (no body)
 STOP           to child   take no more work, finish what runs, then exit (no body)
 READY          to parent  the initializer succeeded; the child takes work (no body)
-INIT_FAILED    to parent  body = pickled exception payload of the failed initializer
+INIT_FAILED    to parent  body = exception payload; task id 0: the initializer failed,
+                          1: the loop factory
 RESULT         to parent  body = pickled return value of task ``task id``
-ERROR          to parent  body = pickled exception payload (see ``_errors``)
+ERROR          to parent  body = exception payload (see ``_worker.outcome``)
 CANCELLED      to parent  task ``task id`` ended by cancellation (no body)
 UNDELIVERABLE  to parent  body = exception payload: the task's call did not unpickle
 =============  =========  ==============================================================
 
 Every task the parent sends is answered by exactly one of RESULT, ERROR, CANCELLED or
-UNDELIVERABLE; that
-answer is what frees the task's slot in the child.
+UNDELIVERABLE (``_worker.outcome.Answer``); that answer is what frees the task's slot.
 """
 
 from __future__ import annotations
 
 import enum
-import pickle
+import mmap
 import struct
+import zlib
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, Final, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Final, NamedTuple
+
+from .._worker.outcome import Answer
 
 __all__ = [
+    "MAX_BUFFERS",
+    "MAX_FRAME",
     "NEED_DATA",
+    "Chunk",
     "Frame",
     "FrameDecoder",
     "Kind",
     "OutBuffer",
-    "Payload",
     "ProtocolError",
-    "dumps",
     "encode_frame",
-    "out_of_band",
-    "out_of_band_kwargs",
 ]
 
 
@@ -70,91 +78,38 @@ class Kind(enum.IntEnum):
     STOP = 4
     READY = 10
     INIT_FAILED = 11
-    RESULT = 12
-    ERROR = 13
-    CANCELLED = 14
-    UNDELIVERABLE = 15
+    RESULT = Answer.RESULT
+    ERROR = Answer.ERROR
+    CANCELLED = Answer.CANCELLED
+    UNDELIVERABLE = Answer.UNDELIVERABLE
 
 
-_HEADER: Final = struct.Struct("<BBQQ")  # kind | flags, nbufs, task id, main length
-# Flag on the kind byte: every out-of-band buffer of the frame is copied when it is unpickled
-# (see _OutOfBand), so the receiver may read the frame into memory it reuses afterwards.
-_COPIED: Final = 0x80
+_CRC: Final = struct.Struct("<I")
+_FIXED: Final = struct.Struct("<BBIQQ")  # kind, flags, nbufs, task id, main length
+_HEADER_SIZE: Final = _CRC.size + _FIXED.size
 _BUFLEN: Final = struct.Struct("<Q")
+# Flag: every out-of-band buffer of the frame is copied when it is unpickled (see
+# _worker.codec), so the receiver may read the frame into memory it reuses afterwards.
+_COPIED: Final = 0x01
 # Kind(value) goes through EnumMeta.__call__, measurably slow on the hot path; a dict is not.
 _KINDS: Final = {int(k): k for k in Kind}
 
+#: The most out-of-band buffers one frame may carry.
+MAX_BUFFERS: Final = 1 << 16
+#: The largest frame (main pickle plus buffers) a decoder accepts: 1 TiB.
+MAX_FRAME: Final = 1 << 40
 #: Frames with a body up to this size and no out-of-band buffers are encoded as one piece.
 SMALL_FRAME: Final = 16 * 1024
 #: Bodies at least this large are read straight into their final buffer.
 DIRECT_READ_THRESHOLD: Final = 256 * 1024
+#: Bodies at least this large are read into an anonymous memory map (see the docstring).
+MAPPED_BODY_MIN: Final = 1024 * 1024
 #: The largest body a decoder keeps a reusable buffer for (see ``_COPIED``).
 REUSE_MAX: Final = 64 * 1024 * 1024
 
 
-#: ``bytes`` at least this large, passed as an argument or returned, travel out of band:
-#: written to the pipe from the object's own memory instead of being copied into the pickle.
-OUT_OF_BAND_MIN: Final = 64 * 1024
-
-
-class _OutOfBand:
-    """Stands in for a large ``bytes`` while pickling: it travels out of band (the C pickler
-    never lets a ``reducer_override`` see a ``bytes``) and unpickles as the ``bytes``."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def __reduce_ex__(self, protocol: object) -> tuple[type[bytes], tuple[pickle.PickleBuffer]]:
-        return bytes, (pickle.PickleBuffer(self.data),)
-
-
-def _is_large_bytes(value: object) -> bool:
-    return type(value) is bytes and len(value) >= OUT_OF_BAND_MIN
-
-
-def out_of_band(values: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
-    """``values`` with each large ``bytes`` wrapped so that it is sent out of band, and how
-    many were wrapped."""
-    wrapped = sum(map(_is_large_bytes, values))
-    if not wrapped:
-        return values, 0
-    return tuple(_OutOfBand(v) if _is_large_bytes(v) else v for v in values), wrapped
-
-
-def out_of_band_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """Like :func:`out_of_band`, for keyword arguments."""
-    wrapped = sum(map(_is_large_bytes, kwargs.values()))
-    if not wrapped:
-        return kwargs, 0
-    return {k: _OutOfBand(v) if _is_large_bytes(v) else v for k, v in kwargs.items()}, wrapped
-
-
-class Payload(NamedTuple):
-    """A pickled object: the main pickle, its out-of-band buffers, and whether unpickling
-    copies every one of them (the frame's ``copied`` flag)."""
-
-    body: bytes
-    buffers: Sequence[memoryview]
-    copied: bool
-
-
-def dumps(obj: object, wrapped: int = 0, pickler: Any = pickle) -> Payload:
-    """Pickle ``obj`` with protocol 5; ``wrapped``: how many :func:`out_of_band` wrappers it
-    holds (when they are all its out-of-band buffers, the receiver may reuse its memory)."""
-    buffers: list[pickle.PickleBuffer] = []
-    body = pickler.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    if not buffers:
-        # The common case, made cheap: a submitted call waits in the parent as this
-        # payload, and an object the garbage collector need not track costs nothing there
-        # (tuple.__new__: a NamedTuple's own constructor is a Python function).
-        return tuple.__new__(Payload, (body, (), wrapped == 0))
-    return Payload(body, [b.raw() for b in buffers], len(buffers) == wrapped)
-
-
 class ProtocolError(Exception):
-    """The byte stream does not follow the frame format: a bug, not a user error."""
+    """The byte stream does not follow the frame format (a corrupted or foreign stream)."""
 
 
 class _NeedData:
@@ -178,9 +133,13 @@ class Frame(NamedTuple):
 
 Chunk = bytes | bytearray | memoryview
 
+#: ``check(kind, task_id, size)``: called for each header before its body is awaited; raises
+#: ProtocolError for a frame the receiver cannot be expecting (see ``_local.answers``).
+HeaderCheck = Callable[[Kind, int, int], None]
+
 
 def encode_frame(
-    kind: Kind,
+    kind: int,
     task_id: int = 0,
     body: Chunk = b"",
     buffers: Sequence[Chunk] = (),
@@ -189,13 +148,14 @@ def encode_frame(
     """Return the pieces of one frame, ready for ``os.writev`` (no large payload is copied;
     a small frame is one ``bytes``, so that it costs one short write)."""
     if not buffers and type(body) is bytes and len(body) <= SMALL_FRAME:
-        return [_HEADER.pack(kind, 0, task_id, len(body)) + body]
+        fixed = _FIXED.pack(kind, 0, 0, task_id, len(body))
+        return [_CRC.pack(zlib.crc32(fixed)) + fixed + body]
     lengths = [memoryview(b).nbytes for b in buffers]
     flags = _COPIED if copied and buffers else 0
-    header = _HEADER.pack(kind | flags, len(lengths), task_id, memoryview(body).nbytes)
+    head = _FIXED.pack(kind, flags, len(lengths), task_id, memoryview(body).nbytes)
     if lengths:
-        header += b"".join(_BUFLEN.pack(n) for n in lengths)
-    pieces: list[Chunk] = [header]
+        head += b"".join(_BUFLEN.pack(n) for n in lengths)
+    pieces: list[Chunk] = [_CRC.pack(zlib.crc32(head)) + head]
     if body:
         pieces.append(body)
     pieces.extend(b for b, n in zip(buffers, lengths, strict=True) if n)
@@ -207,16 +167,18 @@ class FrameDecoder:
 
     Feed it with :meth:`receive_data` (any chunking) or, for large bodies, by reading into
     :meth:`get_buffer` and calling :meth:`buffer_updated`; take frames with :meth:`next_frame`
-    until it returns :data:`NEED_DATA`.
+    until it returns :data:`NEED_DATA`. After a :class:`ProtocolError` the stream cannot be
+    trusted any more: the caller must stop using it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check: HeaderCheck | None = None) -> None:
+        self._check = check
         self._buf = bytearray()  # unparsed bytes: headers, small bodies, following frames
         self._pos = 0  # where the unparsed part of _buf starts
         # The frame whose header is parsed and whose body is still arriving, if any:
         # kind, id, main length, buffer lengths, flags
         self._head: tuple[Kind, int, int, list[int], int] | None = None
-        self._body: bytearray | memoryview | None = None  # its body, read directly (large)
+        self._body: bytearray | memoryview | mmap.mmap | None = None  # its body, read directly
         # Reused for the bodies of _COPIED frames: fresh memory for every large frame costs
         # more in page faults than the copy itself.
         self._spare = bytearray()
@@ -243,7 +205,7 @@ class FrameDecoder:
 
     def next_frame(self) -> Frame | _NeedData:
         if self._head is None and (
-            len(self._buf) - self._pos < _HEADER.size or not self._parse_head()
+            len(self._buf) - self._pos < _HEADER_SIZE or not self._parse_head()
         ):
             return NEED_DATA
         assert self._head is not None
@@ -276,35 +238,62 @@ class FrameDecoder:
         return Frame(kind, task_id, body[:main_len], buffers)
 
     def _parse_head(self) -> bool:
-        """Parse the next frame's header; the caller has checked that a fixed header is in."""
-        avail = len(self._buf) - self._pos
-        value, nbufs, task_id, main_len = _HEADER.unpack_from(self._buf, self._pos)
-        kind = _KINDS.get(value & ~_COPIED)
-        if kind is None:
-            raise ProtocolError(f"unknown frame kind {value} at stream offset {self._pos}")
-        need = _HEADER.size + nbufs * _BUFLEN.size
-        if avail < need:
+        """Parse and check the next frame's header; the caller has checked that a fixed
+        header is in. False until its length table is in too."""
+        pos = self._pos
+        value, flags, nbufs, task_id, main_len = _FIXED.unpack_from(self._buf, pos + _CRC.size)
+        if nbufs > MAX_BUFFERS:
+            raise ProtocolError(
+                f"frame header at stream offset {pos} announces {nbufs} buffers "
+                f"(at most {MAX_BUFFERS}): the stream is corrupted"
+            )
+        need = _HEADER_SIZE + nbufs * _BUFLEN.size
+        if len(self._buf) - pos < need:
             return False
-        start = self._pos + _HEADER.size
+        (crc,) = _CRC.unpack_from(self._buf, pos)
+        if zlib.crc32(memoryview(self._buf)[pos + _CRC.size : pos + need]) != crc:
+            raise ProtocolError(
+                f"frame header at stream offset {pos} fails its checksum: the stream is "
+                "corrupted (something other than aioexec wrote to the pipe?)"
+            )
+        kind = _KINDS.get(value)
+        if kind is None or flags & ~_COPIED:
+            raise ProtocolError(f"unknown frame kind {value} (flags {flags}) at offset {pos}")
+        start = pos + _HEADER_SIZE
         buflens = (
             [_BUFLEN.unpack_from(self._buf, start + i * _BUFLEN.size)[0] for i in range(nbufs)]
             if nbufs
             else []
         )
+        total = main_len + sum(buflens)
+        if total > MAX_FRAME:
+            raise ProtocolError(
+                f"{kind.name} frame at offset {pos} announces {total} bytes (at most "
+                f"{MAX_FRAME}): the stream is corrupted"
+            )
+        if self._check is not None:
+            self._check(kind, task_id, total)
         self._pos += need
-        self._head = (kind, task_id, main_len, buflens, value & _COPIED)
+        self._head = (kind, task_id, main_len, buflens, flags)
         return True
 
     def _start_direct_body(self, total: int, reuse: bool) -> None:
-        if not reuse or total > REUSE_MAX:
-            self._body = bytearray(total)
-        else:
+        body: bytearray | memoryview | mmap.mmap
+        if reuse and total <= REUSE_MAX:
             if len(self._spare) < total:
                 # A new one, not a resize: views of the old one may still be alive.
                 self._spare = bytearray(total)
-            self._body = memoryview(self._spare)[:total]
+            body = memoryview(self._spare)[:total]
+        elif total >= MAPPED_BODY_MIN:
+            try:
+                body = mmap.mmap(-1, total)
+            except (OSError, OverflowError, ValueError) as exc:
+                raise ProtocolError(f"cannot map {total} bytes for a frame body: {exc}") from exc
+        else:
+            body = bytearray(total)
         already = self._buf[self._pos :]
-        self._body[: len(already)] = already
+        body[: len(already)] = already
+        self._body = body
         self._filled = len(already)
         del self._buf[:]
         self._pos = 0

@@ -1,0 +1,251 @@
+"""The local process engine: the ``_front.engine.Engine`` of ``AsyncProcessExecutor``.
+
+Neighbours: the front hands calls to :class:`LocalEngine`; it pickles them with
+``_worker.codec``, and either writes a task to a child itself (the fast path below) or posts
+it to the manager thread (``_local.manager``), which owns everything else; ``_local.pool`` is
+the state they share, ``_local.lease`` lets an event loop read its own answers, and
+``_local.forks`` keeps a forked process from using what it inherited.
+
+The fast path: a submitting thread that finds a child with room, and no task of its kind
+queued ahead, writes the task's frame to the child's pipe itself, under the pool's lock, so
+the common case costs no thread hop. Everything else (a queue, a full pipe, starting a child,
+a submission made while answers are being read) goes to the manager thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .._cpython import register_atexit, running_loop
+from .._front.engine import EngineFuture, Task, WaitHook, WorkerOptions
+from .._worker.codec import Payload, pickle_call
+from . import forks
+from .manager import Manager
+from .messages import CancelAll, Shutdown, StartChild, Terminate
+from .pool import LocalOptions
+from .process import ChildProcess
+
+__all__ = ["LocalEngine"]
+
+_LOGGER = logging.getLogger("aioexec")
+_live: weakref.WeakSet[LocalEngine] = weakref.WeakSet()  # engines whose manager may run
+_interpreter_exiting = False
+
+
+def _at_interpreter_exit() -> None:
+    """Like ProcessPoolExecutor: let submitted work finish, then stop children and threads."""
+    global _interpreter_exiting
+    _interpreter_exiting = True
+    engines = list(_live)
+    for engine in engines:
+        engine.shutdown(cancel_futures=False)
+    for engine in engines:
+        engine.join()
+
+
+register_atexit(_at_interpreter_exit)
+
+
+class LocalEngine:
+    """Child processes on this machine, each running an asyncio event loop."""
+
+    def __init__(self, options: LocalOptions, name: str) -> None:
+        self.options: WorkerOptions = options.workers
+        self._local = options
+        self._name = name
+        self._lock = threading.Lock()  # starting the manager
+        self._manager: Manager | None = None  # started by the first task for a worker
+        self._closed = False  # shutdown() was called (written once, by shutdown)
+        self._forked_from = 0  # the parent's pid, in a process that inherited this by fork
+        # A child cannot re-import a __main__ without a file (python -c, stdin, a notebook):
+        # what it defines is sent by value, when cloudpickle can (see prepare).
+        self._main_by_value = options.ctx.get_start_method() != "fork" and _main_unimportable()
+        forks.track(self)
+
+    # -- the door ---------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        by_value: bool,
+    ) -> Payload:
+        payload = pickle_call(fn, args, kwargs, by_value=by_value)
+        if self._main_by_value and not by_value and b"__main__" in payload.body:
+            payload = pickle_call(fn, args, kwargs, by_value=True)
+        return payload
+
+    def open(self) -> None:
+        """Get ready for a task: start the manager thread if it is not running, and a child
+        as ProcessPoolExecutor's submit does (before the call is pickled); raise if no work
+        can be taken."""
+        manager = self._manager
+        if manager is None:
+            with self._lock:
+                self._check_usable()
+                manager = self._manager
+                if manager is None:
+                    manager = Manager(self._local, name=self._name)
+                    manager.thread.start()
+                    _live.add(self)
+                    self._manager = manager
+        self._check_usable()
+        self._start_child_unless_one_is_idle(manager)
+
+    def submit(self, task: Task) -> None:
+        manager = self._manager
+        assert manager is not None, "open() first"
+        lease = manager.lease
+        if not lease.in_reader():
+            # Without the lock first: in a burst, the tasks behind a queued one are queued
+            # too (see _send_now) and need not wait for the lock the manager thread holds
+            # while it dispatches.
+            if not self._work_waits(manager, task):
+                loop = running_loop()
+                with manager.pool.lock:
+                    lease.lease_for(loop)
+                    if self._send_now(manager, task):
+                        return
+            # Queued: the manager thread dispatches it when an answer frees a slot, so it
+            # must read the answers.
+            lease.end_lease()
+        manager.post(task)
+
+    def cancel(self, future: EngineFuture) -> None:
+        if self._manager is not None:
+            self._manager.cancel_running(future)
+
+    def cancel_all(self) -> None:
+        if self._manager is not None:
+            self._manager.post(CancelAll())
+
+    @property
+    def wait_hook(self) -> WaitHook | None:
+        return self._manager.lease.wait_hook if self._manager is not None else None
+
+    @property
+    def broken(self) -> str | None:
+        return self._manager.pool.broken if self._manager is not None else None
+
+    def in_engine_thread(self) -> bool:
+        return self._manager is not None and self._manager.lease.in_reader()
+
+    def shutdown(self, cancel_futures: bool) -> None:
+        self._closed = True
+        if self._manager is not None:
+            self._manager.post(Shutdown(cancel_futures))
+
+    def join(self) -> None:
+        manager = self._manager
+        if (
+            manager is not None
+            and threading.current_thread() is not manager.thread
+            and manager.thread.ident is not None  # started (not in a forked process)
+        ):
+            manager.thread.join()
+
+    def terminate(self, kill: bool) -> None:
+        if self._manager is not None:
+            self._manager.post(Terminate(kill))
+
+    # -- what ProcessPoolExecutor-minded callers read -----------------------------------------
+
+    @property
+    def manager(self) -> Manager | None:
+        return self._manager
+
+    # -- fork -------------------------------------------------------------------------------
+
+    def on_forked(self) -> None:
+        """In a process forked from ours: this engine was inherited, with none of its threads
+        and none of its descriptors (``_local.forks`` closed them). It refuses work."""
+        import os
+
+        self._forked_from = os.getppid()
+        manager = self._manager
+        if manager is not None:
+            manager.pool.exited = True
+            manager.mailbox.wakeup.disown()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._forked_from:
+            raise RuntimeError(
+                f"aioexec: this executor belongs to process {self._forked_from}, and this "
+                "process is a fork of it: its workers and threads stayed there. Create a new "
+                "executor in this process (or start processes with the 'spawn' or "
+                "'forkserver' method)."
+            )
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _interpreter_exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    def _start_child_unless_one_is_idle(self, manager: Manager) -> None:
+        """What ProcessPoolExecutor does in submit(): unless a task ended since the last
+        submission (so a child is idle), start a child before returning, up to max_workers.
+        Work then spreads over the children from the first submissions on, and a caller
+        sees the children it asked for in ``_processes`` at once. (At ``max_workers`` the
+        tokens are left: they only ever decide whether to start one.)"""
+        pool = manager.pool
+        if len(pool.children_snapshot) >= pool.max_workers:
+            return
+        if manager.lease.in_reader():
+            return  # a done-callback or an unpickled answer submitting: dispatch will do
+        with pool.lock:
+            if pool.take_ended_task():
+                return
+        started = threading.Event()
+        manager.post(StartChild(started))
+        started.wait()  # the manager sets it on every path, its exit included
+
+    @staticmethod
+    def _work_waits(manager: Manager, task: Task) -> bool:
+        """Work of ``task``'s kind, or any message, waits for the manager thread."""
+        return bool(manager.mailbox or manager.pool.queue_for(task.is_async))
+
+    def _send_now(self, manager: Manager, task: Task) -> bool:
+        pool = manager.pool
+        if pool.exited or pool.broken is not None or pool.shutting_down:
+            return False
+        if self._work_waits(manager, task):
+            return False  # first come, first served
+        child, start = pool.child_with_room(task.is_async)
+        if child is None or start:
+            return False
+        try:
+            # A future cancelled meanwhile is dropped: it never runs. A full pipe is left to
+            # the manager thread, which waits for room.
+            if task.future.start_running() and not child.send_now(pool.task_frame(child, task)):
+                manager.mailbox.wakeup.notify()
+        except BaseException:
+            self._abandon(manager, child, task)
+            raise
+        return True
+
+    @staticmethod
+    def _abandon(manager: Manager, child: ChildProcess, task: Task) -> None:
+        """A send from a caller's thread was interrupted: the task counts as running on the
+        child, which is stopped, so that it fails with the child's other tasks."""
+        if task.future.task_id not in child.running:
+            manager.pool.record_running(child, task)
+        child.abort("a write to its pipe was interrupted (KeyboardInterrupt?)")
+
+
+def _main_unimportable() -> bool:
+    """True when the main module has no file a spawned child could re-import."""
+    main = sys.modules.get("__main__")
+    return main is not None and getattr(main, "__file__", None) is None and _has_cloudpickle()
+
+
+def _has_cloudpickle() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("cloudpickle") is not None

@@ -1,0 +1,171 @@
+"""The local engine's scheduling state: children, tasks in flight, queued work, under one lock.
+
+Neighbours: ``_local.engine`` (submitting threads, the fast path), ``_local.manager`` (the
+manager thread), ``_local.answers`` (answers and deaths) and ``_local.lease`` (an event loop
+reading its own answers) all read and change this state, always holding :attr:`Pool.lock`,
+except where a field's comment says otherwise. Nothing here does I/O or knows of threads
+beyond that lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+
+from .._front.engine import EngineFuture, OutcomeBatch, Task, WorkerId, WorkerOptions
+from .child import ChildConfig
+from .process import ChildProcess, ChildState
+from .protocol import Chunk, Kind, encode_frame
+
+__all__ = ["LocalOptions", "Pool"]
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """What the local engine needs beyond the options every engine shares."""
+
+    workers: WorkerOptions
+    ctx: BaseContext
+    child: ChildConfig
+
+
+class Pool:
+    """The state every part of the local engine shares. Each field: who may touch it."""
+
+    def __init__(self, options: LocalOptions) -> None:
+        self.options = options
+        self.max_workers = options.workers.max_workers
+        self.limit = options.workers.child_concurrency  # coroutines at once per child
+        self.lock = threading.Lock()
+        # -- under the lock --
+        self.children: dict[WorkerId, ChildProcess] = {}  # every child not yet reaped
+        self.running_on: dict[int, ChildProcess] = {}  # task id -> its child, e.g. {7: <child 1>}
+        self.queued_async: deque[Task] = deque()  # coroutine tasks waiting for room, in order
+        self.queued_sync: deque[Task] = deque()  # plain-function tasks waiting for room
+        self.next_worker_id = 0
+        self.last_task_id = 0  # the highest task id sent so far (answers may name no other)
+        # Answered tasks since the last submission (ProcessPoolExecutor's
+        # _idle_worker_semaphore): a submission takes one instead of starting a child.
+        self.tasks_ended = 0
+        self.shutting_down = False  # no new work; children retire once idle
+        self.ever_ready = False  # some child finished start-up (so start-up works at all)
+        # (why, error) of the first failed start-up; the break waits for that child's exit
+        self.init_failure: tuple[str, BaseException | None] | None = None
+        self.completions: OutcomeBatch = options.workers.new_batch()  # where outcomes go now
+        self.turn_completions = self.completions  # the manager turn's own batch
+        # -- written under the lock, read without it (a stale read is harmless where read) --
+        self.broken: str | None = None  # why the engine cannot run work; set once
+        self.exited = False  # the manager thread has ended; later posts are rejected
+        # pid -> process of the live children, replaced whole (never mutated), for readers
+        # without the lock: ``_processes``, stats.
+        self.children_snapshot: dict[int, BaseProcess] = {}
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def record_running(self, child: ChildProcess, task: Task) -> int:
+        """Give the task its id and count it as running on ``child``."""
+        task_id = self.last_task_id = self.last_task_id + 1
+        task.future.task_id = task_id
+        child.running[task_id] = task.future
+        if not task.is_async:
+            child.sync_running += 1
+        self.running_on[task_id] = child
+        return task_id
+
+    def task_frame(self, child: ChildProcess, task: Task) -> list[Chunk]:
+        """Record the task as running on ``child``; return its frame (followed by STOP when
+        the child reaches ``max_tasks_per_child`` with it)."""
+        task_id = self.record_running(child, task)
+        call = task.call
+        frame = encode_frame(
+            Kind.RUN_ASYNC if task.is_async else Kind.RUN_SYNC,
+            task_id,
+            call.body,
+            call.buffers,
+            call.copied,
+        )
+        child.tasks_sent += 1
+        limit = self.options.workers.max_tasks_per_child
+        if limit is not None and child.tasks_sent >= limit:
+            # STOP follows the task: queued now, written with it or by the manager.
+            child.state = ChildState.RETIRING
+            child.end_reason = f"retired after max_tasks_per_child={limit} tasks"
+            frame = frame + encode_frame(Kind.STOP)
+        return frame
+
+    def take_running(self, child: ChildProcess, task_id: int) -> EngineFuture:
+        """Forget a task that was answered or lost; return its future."""
+        future = child.running.pop(task_id)
+        del self.running_on[task_id]
+        if not future.cancels_remotely:
+            child.sync_running -= 1
+        return future
+
+    def note_answered(self) -> None:
+        if self.tasks_ended < self.max_workers:  # never more idle children than that
+            self.tasks_ended += 1
+
+    def take_ended_task(self) -> bool:
+        """Consume one "a task ended since" token; False if none."""
+        if self.tasks_ended:
+            self.tasks_ended -= 1
+            return True
+        return False
+
+    def has_queued(self) -> bool:
+        return bool(self.queued_async or self.queued_sync)
+
+    def queue_for(self, is_async: bool) -> deque[Task]:
+        return self.queued_async if is_async else self.queued_sync
+
+    # -- children -------------------------------------------------------------------------
+
+    def child_with_room(self, is_async: bool) -> tuple[ChildProcess | None, bool]:
+        """A child that can take the task now, chosen by the scheduler (or None), and whether
+        a new child should be started: no child is idle and fewer than ``max_workers`` run."""
+        limit = self.limit
+        candidates = []
+        idle = False
+        for child in self.children.values():
+            if child.state is ChildState.RETIRING:
+                continue
+            sync = child.sync_running
+            in_flight = len(child.running)
+            if (in_flight - sync < limit) if is_async else (sync == 0):
+                candidates.append(child)
+                # Idle: its plain-function slot is free, or (coroutines) it runs nothing.
+                idle = idle or not is_async or in_flight == 0
+        start = not idle and len(self.children) < self.max_workers
+        if not candidates:
+            return None, start
+        chosen = self.options.workers.scheduler.choose(candidates)
+        return chosen, start  # type: ignore[return-value]
+
+    def add_child(self, start: Callable[[WorkerId], ChildProcess]) -> ChildProcess:
+        child = start(WorkerId(self.next_worker_id))
+        self.next_worker_id += 1
+        self.children[child.worker_id] = child
+        self.publish_children()
+        return child
+
+    def remove_child(self, child: ChildProcess) -> None:
+        del self.children[child.worker_id]
+        self.publish_children()
+
+    def publish_children(self) -> None:
+        self.children_snapshot = {c.pid: c.process for c in self.children.values()}
+
+    def idle(self) -> bool:
+        """Nothing in flight or queued, children alive, and taking work."""
+        return not (
+            self.shutting_down
+            or self.broken is not None
+            or self.exited
+            or self.running_on
+            or self.has_queued()
+            or not self.children
+        )
