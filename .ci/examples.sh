@@ -42,6 +42,7 @@ expected_lines() {
         demo.py)
             echo "  caught ValueError: the upstream answered 503"
             echo "  the task awaiting ex.run(long_job) is cancelled: True"
+            echo "  all three computed the same 100 results, in order"
             echo "demo: OK"
             ;;
         crawler.py)

@@ -79,6 +79,9 @@ def main() -> None:
     expected = [checksum(i) for i in range(calls)]
     serial = time.perf_counter() - t
     print(f"{calls} calls of checksum() ({ROUNDS} sha256 rounds each), {WORKERS} workers")
+    print(
+        f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: timings vary with it"
+    )
     print(f"  in this process, one after another: {serial:.2f} s\n")
 
     # Alternating runs, best of REPEATS per step: on a shared machine a burst of load from
