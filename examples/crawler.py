@@ -13,7 +13,10 @@ What it shows:
   ``ex.map``, ``ex.amap``) and ``loop.run_in_executor(ex, ...)`` with an explicit executor
   always send it to a child;
 * the executor is an ``async with`` block: leaving it waits for the children to exit
-  without blocking the event loop.
+  without blocking the event loop;
+* for comparison, the same crawl with each page parsed in this process: how long each takes,
+  and how long the event loop was stalled at worst (a stalled loop delays every other
+  request, timer and answer in the process; here it also serves the site).
 
 The site is generated: ``PAGES`` linked pages of pseudo-random words (the same words on
 every run), plus one link to a page that does not exist. The crawl starts at ``/page/0``
@@ -42,6 +45,7 @@ from aioexec import AsyncProcessExecutor
 PAGES = 150  # pages on the generated site
 WORDS_PER_PAGE = 8000
 FETCHERS = 16  # requests in flight at once
+WORKERS = min(4, os.cpu_count() or 1)
 VOCABULARY = [a + b + c for a in ("ka", "lo", "mi", "su", "te") for b in "aeiou" for c in "nrst"]
 VOCABULARY_SET = frozenset(VOCABULARY)
 MISSING = "/page/missing"  # the one broken link on the site
@@ -156,6 +160,9 @@ class CrawlResult:
     pages: dict[str, PageInfo]
     broken: list[str]
 
+    def fingerprints(self) -> dict[str, str]:
+        return {url: info.fingerprint for url, info in self.pages.items()}
+
 
 async def crawl(base: str, parse: Callable[[str], Awaitable[PageInfo]]) -> CrawlResult:
     """Fetch every page reachable from ``/page/0``; ``await parse(html)`` each one."""
@@ -235,14 +242,15 @@ async def main() -> None:
         print(f"crawling it twice, {FETCHERS} fetches in flight:")
         with LoopLag() as lag:
             start = time.perf_counter()
-            await crawl(base, parse_here)
+            parsed_here = await crawl(base, parse_here)
             here = time.perf_counter() - start
         print(
             f"  parsing in this process:    {here:5.2f} s, event loop stalled up to "
             f"{lag.worst * 1000:4.0f} ms"
         )
-        async with AsyncProcessExecutor() as ex:
-            await ex.run(os.getpid)  # start-up is not part of the comparison
+        async with AsyncProcessExecutor(WORKERS) as ex:
+            # Start-up is not part of the comparison: one call per child starts them all.
+            await asyncio.gather(*(ex.run(os.getpid) for _ in range(WORKERS)))
             with LoopLag() as lag:
                 start = time.perf_counter()
                 # ex.run(parse_page, html): parsed in a child process, awaited in this loop
@@ -255,17 +263,18 @@ async def main() -> None:
     finally:
         await runner.cleanup()
 
+    if parsed_here.fingerprints() != result.fingerprints():
+        raise SystemExit("crawler: the two crawls parsed different pages")
     total = Counter[str]()
     for info in result.pages.values():
         total.update(info.words)
     links = sum(len(info.links) for info in result.pages.values())
-    fingerprints = {info.fingerprint for info in result.pages.values()}
     per_child = Counter(info.pid for info in result.pages.values())
-    print(f"crawled {len(result.pages)} pages")
+    print(f"crawled {len(result.pages)} pages, the same in both crawls")
     print(f"  links followed: {links}; broken: {', '.join(sorted(result.broken)) or 'none'}")
     print(f"  words: {sum(total.values())}, distinct: {len(total)}")
     print(f"  most common: {', '.join(f'{w} ({n})' for w, n in total.most_common(3))}")
-    print(f"  distinct page fingerprints: {len(fingerprints)}")
+    print(f"  distinct page fingerprints: {len(set(result.fingerprints().values()))}")
     print(f"  pages parsed per child process: {sorted(per_child.values(), reverse=True)}")
     if len(result.pages) != PAGES or result.broken != [MISSING]:
         raise SystemExit("crawler: the crawl missed pages")

@@ -47,27 +47,32 @@ async def slow_square(n: int) -> int:
     return n * n
 
 
-def with_map(ex: AsyncProcessExecutor, expected_sum: int) -> None:
+def check(ok: bool, what: str) -> None:
+    if not ok:
+        raise SystemExit(f"progress: {what}")
+
+
+def with_map(ex: AsyncProcessExecutor) -> list[int]:
     results = list(tqdm(ex.map(work, ITEMS, chunksize=4), total=len(ITEMS), desc="ex.map"))
-    assert sum(results) == expected_sum
     print(f"ex.map:  {len(results)} results in input order, sum {sum(results)}")
+    return results
 
 
-def with_submit_as_completed(ex: AsyncProcessExecutor, expected_sum: int) -> None:
-    futures = [ex.submit(work, n) for n in ITEMS]
+def with_submit_as_completed(ex: AsyncProcessExecutor, expected: list[int]) -> None:
+    futures = {ex.submit(work, n): n for n in ITEMS}
     done = concurrent.futures.as_completed(futures)
-    total = sum(f.result() for f in tqdm(done, total=len(futures), desc="as_completed"))
-    assert total == expected_sum
-    print(f"ex.submit + concurrent.futures.as_completed: {len(futures)} results, sum {total}")
+    results = {futures[f]: f.result() for f in tqdm(done, total=len(futures), desc="as_completed")}
+    check([results[n] for n in ITEMS] == expected, "as_completed gave other results than map")
+    print(f"ex.submit + concurrent.futures.as_completed: {len(results)} results, as ex.map's")
 
 
-async def with_amap(ex: AsyncProcessExecutor, expected_sum: int) -> None:
+async def with_amap(ex: AsyncProcessExecutor, expected: list[int]) -> None:
     results = []
     bar = async_tqdm(ex.amap(work, ITEMS, chunksize=4), total=len(ITEMS), desc="ex.amap")
     async for result in bar:
         results.append(result)
-    assert sum(results) == expected_sum
-    print(f"ex.amap: {len(results)} results in input order, sum {sum(results)}")
+    check(results == expected, "amap gave other results than map")
+    print(f"ex.amap: {len(results)} results in input order, as ex.map's")
 
 
 async def with_asyncio_as_completed(ex: AsyncProcessExecutor) -> None:
@@ -75,28 +80,25 @@ async def with_asyncio_as_completed(ex: AsyncProcessExecutor) -> None:
     squares = []
     for next_done in async_tqdm.as_completed(awaitables, desc="ex.run + as_completed"):
         squares.append(await next_done)
-    in_order = squares == sorted(squares)
-    assert sorted(squares) == [n * n for n in ITEMS]
+    check(sorted(squares) == [n * n for n in ITEMS], "wrong squares")
     print(
         f"ex.run + asyncio.as_completed: {len(squares)} results, sum {sum(squares)}"
-        f" (arrived in input order: {in_order})"
+        f" (arrived in input order: {squares == sorted(squares)})"
     )
 
 
-async def async_part(expected_sum: int) -> None:
+async def async_part(expected: list[int]) -> None:
     async with AsyncProcessExecutor(child_concurrency=32) as ex:
-        await with_amap(ex, expected_sum)
+        await with_amap(ex, expected)
         await with_asyncio_as_completed(ex)
 
 
 def main() -> None:
     start = time.perf_counter()
-    # Computed here, not at module level: each child imports this module too.
-    expected_sum = sum(work(n) for n in ITEMS)
     with AsyncProcessExecutor() as ex:
-        with_map(ex, expected_sum)
-        with_submit_as_completed(ex, expected_sum)
-    asyncio.run(async_part(expected_sum))
+        results = with_map(ex)
+        with_submit_as_completed(ex, results)
+    asyncio.run(async_part(results))
     print(f"all four took {time.perf_counter() - start:.1f} s")
     print("progress: OK")
 

@@ -93,7 +93,6 @@ app = Starlette(
 async def running_server() -> AsyncIterator[str]:
     """Run ``app`` with uvicorn in this event loop on 127.0.0.1; yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # loopback only, a port the system picks
     host, port = sock.getsockname()
     config = uvicorn.Config(app, lifespan="on", log_level="warning")
