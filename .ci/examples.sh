@@ -139,15 +139,13 @@ for name in "${names[@]}"; do
     fi
     # Children and the forkserver exit soon after their parent: give them 10 s.
     deadline=$((SECONDS + 10))
-    while left=$(token_pids "$token") && [[ -n $left ]] && ((SECONDS < deadline)); do
+    while mapfile -t left < <(token_pids "$token") && ((${#left[@]})) && ((SECONDS < deadline)); do
         sleep 0.2
     done
-    if [[ -n $left ]]; then
-        # shellcheck disable=SC2086
-        ps -o pid,ppid,etime,args -p "$(echo $left | tr ' ' ',')" 2>/dev/null || true
-        # shellcheck disable=SC2086
-        kill -KILL $left 2>/dev/null || true
-        problems+=("left process(es) running: $(echo $left)")
+    if ((${#left[@]})); then
+        ps -o pid,ppid,etime,args -p "$(IFS=,; echo "${left[*]}")" 2>/dev/null || true
+        kill -KILL "${left[@]}" 2>/dev/null || true
+        problems+=("left process(es) running: ${left[*]}")
     fi
     if ((${#problems[@]})); then
         for p in "${problems[@]}"; do failures+=("$name: $p"); done
