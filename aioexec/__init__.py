@@ -22,17 +22,22 @@ if TYPE_CHECKING:
         RemoteTraceback,
     )
     from ._executor import AsyncProcessExecutor
+    from ._front.completed import AsCompleted
     from ._front.engine import Scheduler, WorkerLoad
+    from ._front.mapping import AsyncMapIterator, MapIterator
     from ._front.routing import InChild, in_child
     from ._front.scheduler import LeastLoaded, RoundRobin
 
 __all__ = [
+    "AsCompleted",
+    "AsyncMapIterator",
     "AsyncProcessExecutor",
     "BrokenPoolError",
     "BrokenWorkerError",
     "DeliveryError",
     "InChild",
     "LeastLoaded",
+    "MapIterator",
     "RemoteError",
     "RemoteTraceback",
     "RoundRobin",
@@ -50,6 +55,9 @@ _MODULE_OF = {
     "DeliveryError": "._errors",
     "RemoteError": "._errors",
     "RemoteTraceback": "._errors",
+    "AsCompleted": "._front.completed",
+    "AsyncMapIterator": "._front.mapping",
+    "MapIterator": "._front.mapping",
     "InChild": "._front.routing",
     "in_child": "._front.routing",
     "LeastLoaded": "._front.scheduler",

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -30,10 +30,18 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 from .._errors import BrokenPoolError
+from .completed import AsCompleted
 from .engine import Engine, Task
 from .futures import LoopFuture, TaskFuture
 from .local import LocalThreads
-from .mapping import AsyncMapIterator, check_map_arguments, map_inputs, map_results
+from .mapping import (
+    AsyncMapIterator,
+    MapIterator,
+    check_map_arguments,
+    input_count,
+    map_inputs,
+    map_results,
+)
 from .options import Fallback
 from .routing import Route, choose_route, default_executor_call
 
@@ -158,7 +166,7 @@ class ExecutorFront(ThreadPoolExecutor):
         timeout: float | None = None,
         chunksize: int = 1,
         buffersize: int | None = None,
-    ) -> Iterator[T]: ...
+    ) -> MapIterator[T]: ...
 
     @overload
     def map(
@@ -168,7 +176,7 @@ class ExecutorFront(ThreadPoolExecutor):
         timeout: float | None = None,
         chunksize: int = 1,
         buffersize: int | None = None,
-    ) -> Iterator[T]: ...
+    ) -> MapIterator[T]: ...
 
     def map(
         self,
@@ -177,16 +185,23 @@ class ExecutorFront(ThreadPoolExecutor):
         timeout: float | None = None,
         chunksize: int = 1,
         buffersize: int | None = None,
-    ) -> Iterator[Any]:
+    ) -> MapIterator[Any]:
         """Like ``Executor.map``: ``fn`` over the zipped ``iterables`` in workers, results in
         input order. ``chunksize`` inputs travel per task; with ``buffersize`` (Python 3.14's
         argument), at most that many tasks run ahead of the consumer, so an endless input is
         fine. ``timeout`` bounds the whole iteration (``TimeoutError``). Leaving the
         iteration early cancels what was not consumed."""
         check_map_arguments(chunksize, buffersize)
+        count = input_count(iterables)
         inputs, call_for = map_inputs(fn, iterables, chunksize)
         return map_results(
-            self, call_for, inputs, timeout=timeout, chunked=chunksize > 1, buffersize=buffersize
+            self,
+            call_for,
+            inputs,
+            timeout=timeout,
+            chunked=chunksize > 1,
+            buffersize=buffersize,
+            count=count,
         )
 
     # -- asyncio-native API -----------------------------------------------------------------
@@ -216,7 +231,7 @@ class ExecutorFront(ThreadPoolExecutor):
         *iterables: Iterable[Any],
         chunksize: int = 1,
         buffersize: int | None = None,
-    ) -> AsyncIterator[T]: ...
+    ) -> AsyncMapIterator[T]: ...
 
     @overload
     def amap(
@@ -225,7 +240,7 @@ class ExecutorFront(ThreadPoolExecutor):
         *iterables: Iterable[Any],
         chunksize: int = 1,
         buffersize: int | None = None,
-    ) -> AsyncIterator[T]: ...
+    ) -> AsyncMapIterator[T]: ...
 
     def amap(
         self,
@@ -233,7 +248,7 @@ class ExecutorFront(ThreadPoolExecutor):
         *iterables: Iterable[Any],
         chunksize: int = 1,
         buffersize: int | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncMapIterator[Any]:
         """``async for r in ex.amap(fn, xs)``: results in input order.
 
         At most ``buffersize`` tasks (default: twice the executor's task slots) run ahead of
@@ -243,13 +258,36 @@ class ExecutorFront(ThreadPoolExecutor):
         if buffersize is None:
             options = self._engine.options
             buffersize = 2 * options.max_workers * options.child_concurrency
+        count = input_count(iterables)
         inputs, call_for = map_inputs(fn, iterables, chunksize)
         # Its tasks get concurrent futures, bridged when awaited: an iterator may be carried on
         # in another event loop (asyncio.run twice), which a loop's own futures would not
         # survive.
         return AsyncMapIterator(
-            self, call_for, inputs, chunked=chunksize > 1, buffersize=buffersize
+            self, call_for, inputs, chunked=chunksize > 1, buffersize=buffersize, count=count
         )
+
+    @overload
+    def as_completed(
+        self, fs: Iterable[Future[T]], *, timeout: float | None = None
+    ) -> AsCompleted[Future[T]]: ...
+
+    @overload
+    def as_completed(
+        self, fs: Iterable[Awaitable[T]], *, timeout: float | None = None
+    ) -> AsCompleted[asyncio.Future[T]]: ...
+
+    def as_completed(self, fs: Iterable[Any], *, timeout: float | None = None) -> AsCompleted[Any]:
+        """``async for future in ex.as_completed(fs)``: each of ``fs`` as soon as it is done.
+
+        ``fs``: futures of ``submit``, asyncio futures, or awaitables such as
+        ``ex.run(...)`` (each becomes a task, which is yielded in its place). The futures
+        themselves are yielded, so a dict from future to input still works; ask each for its
+        ``result()``. ``len()`` is how many are still to come (``tqdm.asyncio.tqdm`` reads
+        it). ``timeout``: seconds for the whole iteration, then ``TimeoutError``. Leaving
+        the loop early cancels nothing.
+        """
+        return AsCompleted(fs, timeout)
 
     # -- shutting down ----------------------------------------------------------------------
 

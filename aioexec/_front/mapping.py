@@ -7,7 +7,9 @@ executor's own API route: a worker); a chunk of inputs is one call of the worker
 Both keep at most ``buffersize`` tasks submitted and unconsumed (every one of them when
 ``map`` is called without it, as ``Executor.map`` does), so a map over an endless generator
 holds a bounded number of futures. Leaving early (an exception, ``break``, closing or
-dropping the iterator) cancels the tasks still outstanding.
+dropping the iterator) cancels the tasks still outstanding. When every input has a length,
+``len()`` of either iterator is the number of results still to come (progress bars such as
+tqdm read it as their total); else ``len()`` raises ``TypeError``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,43 @@ def check_map_arguments(chunksize: int, buffersize: int | None) -> None:
             raise ValueError("buffersize must be None or > 0")
 
 
+def input_count(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    """How many calls ``zip(*iterables)`` makes, if every input has a length."""
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class _Countdown:
+    """``len()`` of a result iterator: the results still to come, when known."""
+
+    _remaining: int | None
+
+    def __len__(self) -> int:
+        if self._remaining is None:
+            raise TypeError("the inputs of this map have no length")
+        return self._remaining
+
+
+class MapIterator(_Countdown, Iterator[T]):
+    """``executor.map(...)``'s iterator: the results, and how many are left (``len()``)."""
+
+    def __init__(self, results: Iterator[T], count: int | None) -> None:
+        self._results = results
+        self._remaining = count
+
+    def __next__(self) -> T:
+        value = next(self._results)
+        if self._remaining:
+            self._remaining -= 1
+        return value
+
+    def close(self) -> None:
+        """Stop early: cancel the tasks still outstanding."""
+        self._results.close()  # type: ignore[attr-defined]
+
+
 def map_inputs(
     fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
 ) -> tuple[Iterator[tuple[Any, ...]], Callable[[tuple[Any, ...]], tuple[Any, ...]]]:
@@ -68,7 +107,8 @@ def map_results(
     timeout: float | None,
     chunked: bool,
     buffersize: int | None,
-) -> Iterator[Any]:
+    count: int | None,
+) -> MapIterator[Any]:
     """Submit now (all inputs, or the first ``buffersize``); return the result iterator."""
     end_time = None if timeout is None else timeout + time.monotonic()
     ahead = inputs if buffersize is None else itertools.islice(inputs, buffersize)
@@ -99,7 +139,7 @@ def map_results(
         finally:
             _cancel_newest_first(fs)
 
-    return result_iterator()
+    return MapIterator(result_iterator(), count)
 
 
 def _cancel_newest_first(fs: deque[Future[Any]]) -> None:
@@ -117,7 +157,7 @@ def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
         del future  # break the reference cycle through future._exception
 
 
-class AsyncMapIterator(AsyncIterator[T]):
+class AsyncMapIterator(_Countdown, AsyncIterator[T]):
     """``async for r in executor.amap(...)``: results in input order.
 
     Not an async generator on purpose: dropping it (``break`` out of ``async for``) cancels
@@ -133,7 +173,9 @@ class AsyncMapIterator(AsyncIterator[T]):
         *,
         chunked: bool,
         buffersize: int,
+        count: int | None,
     ) -> None:
+        self._remaining = count
         self._executor = executor  # strong: the iterator keeps its executor alive
         self._call_for = call_for
         self._inputs = inputs
@@ -151,6 +193,8 @@ class AsyncMapIterator(AsyncIterator[T]):
 
     async def __anext__(self) -> T:
         if self._ready:
+            if self._remaining:
+                self._remaining -= 1
             return self._ready.popleft()  # type: ignore[no-any-return]
         if not self._fs:
             raise StopAsyncIteration
@@ -174,6 +218,8 @@ class AsyncMapIterator(AsyncIterator[T]):
             self._cancel_outstanding()
             raise
         if not self._chunked:
+            if self._remaining:
+                self._remaining -= 1
             return result  # type: ignore[no-any-return]
         self._ready.extend(result)
         return await self.__anext__()
@@ -186,6 +232,7 @@ class AsyncMapIterator(AsyncIterator[T]):
         fs: deque[Future[Any]] = getattr(self, "_fs", deque())  # absent if __init__ failed
         self._fs = deque()
         self._inputs = iter(())
+        self._remaining = 0
         _cancel_newest_first(fs)
 
     def __del__(self) -> None:

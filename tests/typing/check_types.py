@@ -7,12 +7,13 @@ reject. Nothing here is meant to run; ``tests/test_type_inference.py`` runs mypy
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
 
 from typing_extensions import assert_type
 
-from aioexec import AsyncProcessExecutor
+from aioexec import AsyncMapIterator, AsyncProcessExecutor, MapIterator
 
 
 async def coro_fn(x: int) -> int:
@@ -37,14 +38,29 @@ def check_submit(ex: AsyncProcessExecutor) -> None:
 
 
 def check_map(ex: AsyncProcessExecutor) -> None:
-    assert_type(ex.map(coro_fn, [1]), Iterator[int])
-    assert_type(ex.map(plain_fn, [1]), Iterator[str])
-    assert_type(ex.map(coro_fn, [1], timeout=1.0, chunksize=2, buffersize=4), Iterator[int])
+    assert_type(ex.map(coro_fn, [1]), MapIterator[int])
+    assert_type(ex.map(plain_fn, [1]), MapIterator[str])
+    assert_type(ex.map(coro_fn, [1], timeout=1.0, chunksize=2, buffersize=4), MapIterator[int])
+    results: Iterator[int] = ex.map(coro_fn, [1])
+    assert_type(len(ex.map(plain_fn, [1])), int)
+    del results
 
 
 def check_amap(ex: AsyncProcessExecutor) -> None:
-    assert_type(ex.amap(coro_fn, [1]), AsyncIterator[int])
-    assert_type(ex.amap(plain_fn, [1]), AsyncIterator[str])
+    assert_type(ex.amap(coro_fn, [1]), AsyncMapIterator[int])
+    assert_type(ex.amap(plain_fn, [1]), AsyncMapIterator[str])
+    results: AsyncIterator[str] = ex.amap(plain_fn, [1])
+    assert_type(len(ex.amap(plain_fn, [1])), int)
+    del results
+
+
+async def check_as_completed(ex: AsyncProcessExecutor) -> None:
+    async for done in ex.as_completed([ex.submit(coro_fn, 1), ex.submit(coro_fn, 2)]):
+        assert_type(done, Future[int])
+        assert_type(done.result(), int)
+    async for task in ex.as_completed([ex.run(plain_fn, 1)]):
+        assert_type(task, asyncio.Future[str])
+    assert_type(len(ex.as_completed([ex.submit(plain_fn, 1)])), int)
 
 
 async def check_run(ex: AsyncProcessExecutor) -> None:
