@@ -20,13 +20,15 @@ if TYPE_CHECKING:
         DeliveryError,
         RemoteError,
         RemoteTraceback,
+        TaskTimeout,
     )
     from ._executor import AsyncProcessExecutor
     from ._front.completed import AsCompleted
-    from ._front.engine import Scheduler, WorkerLoad
+    from ._front.engine import Scheduler, Stats, TaskOptions, WorkerLoad, WorkerStats
     from ._front.mapping import AsyncMapIterator, MapIterator
     from ._front.routing import InChild, in_child
     from ._front.scheduler import LeastLoaded, RoundRobin
+    from ._worker.runtime import TaskStopped
 
 __all__ = [
     "AsCompleted",
@@ -42,7 +44,12 @@ __all__ = [
     "RemoteTraceback",
     "RoundRobin",
     "Scheduler",
+    "Stats",
+    "TaskOptions",
+    "TaskStopped",
+    "TaskTimeout",
     "WorkerLoad",
+    "WorkerStats",
     "in_child",
 ]
 
@@ -55,6 +62,11 @@ _MODULE_OF = {
     "DeliveryError": "._errors",
     "RemoteError": "._errors",
     "RemoteTraceback": "._errors",
+    "TaskTimeout": "._errors",
+    "TaskStopped": "._worker.runtime",
+    "Stats": "._front.engine",
+    "TaskOptions": "._front.engine",
+    "WorkerStats": "._front.engine",
     "AsCompleted": "._front.completed",
     "AsyncMapIterator": "._front.mapping",
     "MapIterator": "._front.mapping",

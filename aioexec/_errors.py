@@ -26,6 +26,7 @@ __all__ = [
     "DeliveryError",
     "RemoteError",
     "RemoteTraceback",
+    "TaskTimeout",
     "add_note",
     "describe_exit",
     "dump_exception",
@@ -61,6 +62,11 @@ class DeliveryError(BrokenProcessPool):
 #: class ``ProcessPoolExecutor`` uses (``str()`` is the traceback text, also in ``.tb``), so
 #: code that checks for that one keeps working.
 RemoteTraceback = _RemoteTraceback
+
+
+class TaskTimeout(TimeoutError):
+    """The task ran longer than its ``timeout`` (``ex.options(timeout=...)``) and was stopped:
+    a coroutine cancelled in its worker, a plain call interrupted (and its worker replaced)."""
 
 
 class RemoteError(Exception):

@@ -315,3 +315,30 @@ def wait_until(condition: Callable[[], object], timeout: float, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {condition!r}")
         time.sleep(interval)
+
+
+def sleep_recording_finally(seconds: float, path: str, started: str = "") -> str:
+    """A plain call that sleeps (after creating ``started``, if given); however it ends, it
+    appends this process's pid to ``path``."""
+    if started:
+        with open(started, "w"):
+            pass
+    try:
+        time.sleep(seconds)
+        return "slept"
+    finally:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def sleep_ignoring_stops(seconds: float, started: str) -> str:
+    """A plain call that swallows every exception, TaskStopped included, and sleeps on."""
+    with open(started, "w"):
+        pass
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            pass
+    return "outlived every stop"

@@ -112,7 +112,7 @@ def test_as_completed_raises_timeout_error_and_cancels_nothing(
 
     async def main() -> Future[object]:
         long = executor.submit(helpers.async_sleep, 1.0, "done")
-        with pytest.raises(TimeoutError, match="1 .of 1. futures unfinished"):
+        with pytest.raises(TimeoutError, match=r"1 \(of 1\) futures unfinished"):
             async for _ in executor.as_completed([long], timeout=0.1):
                 pass
         return long

@@ -43,11 +43,15 @@ __all__ = [
     "EngineFuture",
     "OutcomeBatch",
     "Scheduler",
+    "Stats",
     "Task",
+    "TaskOptions",
     "WaitHook",
     "WorkerId",
     "WorkerLoad",
     "WorkerOptions",
+    "WorkerStats",
+    "stops_plain_call",
 ]
 
 #: Called by a future before anyone waits on it: with the done-callback being added, or None
@@ -76,16 +80,51 @@ class EngineFuture(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-call options (``ex.options(...)``), checked by the front.
+
+    ``timeout``: seconds a task may run (counted from when a worker starts it); then a
+    coroutine is cancelled in its worker and a plain call is stopped, and the future fails
+    with ``TaskTimeout``. ``stoppable``: a plain call runs alone in a worker, so that
+    ``cancel()`` (or the timeout) can stop it: it is interrupted, and its worker killed if it
+    has not stopped ``grace`` seconds later; either way that worker is replaced.
+    """
+
+    timeout: float | None = None
+    stoppable: bool = False
+    grace: float = 1.0
+
+
 class Task:
     """One call on its way to a worker: its future, the call as the engine prepared it
-    (``Engine.prepare``), and whether it is a coroutine function."""
+    (``Engine.prepare``), whether it is a coroutine function, and its options."""
 
-    __slots__ = ("call", "future", "is_async")
+    __slots__ = ("call", "future", "is_async", "options")
 
-    def __init__(self, future: EngineFuture, call: Any, is_async: bool) -> None:
+    def __init__(
+        self,
+        future: EngineFuture,
+        call: Any,
+        is_async: bool,
+        options: TaskOptions | None = None,
+    ) -> None:
         self.future = future
         self.call = call
         self.is_async = is_async
+        self.options = options
+
+    @property
+    def stoppable(self) -> bool:
+        """A plain call that must run alone in its worker, so that it can be stopped."""
+        return stops_plain_call(self.is_async, self.options)
+
+
+def stops_plain_call(is_async: bool, options: TaskOptions | None) -> bool:
+    """True for a plain call that ``cancel()`` or a timeout must be able to stop."""
+    return (
+        options is not None and not is_async and (options.stoppable or options.timeout is not None)
+    )
 
 
 class OutcomeBatch(Protocol):
@@ -138,6 +177,38 @@ class Scheduler(Protocol):
     def choose(self, candidates: Sequence[WorkerLoad]) -> WorkerLoad:
         """Return one element of ``candidates`` (never empty)."""
         ...
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One worker, as ``ex.stats()`` saw it."""
+
+    worker_id: int
+    pid: int
+    state: str  # "starting", "ready", or "retiring" (takes no more work)
+    coroutines: int  # coroutine tasks running in it
+    plain_calls: int  # plain calls running in it (at most one)
+    tasks_done: int  # tasks it answered (or lost with it)
+    tasks_failed: int  # of those, how many failed
+    started_at: float  # time.time() when it started
+    replaced: str | None  # how the worker it replaced ended, e.g. "was killed by SIGKILL"
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of an executor (``ex.stats()``): cheap, nothing asks a worker."""
+
+    workers: tuple[WorkerStats, ...]
+    queued: int  # tasks waiting in this process for a worker with room
+    tasks_sent: int  # tasks sent to workers so far
+    tasks_done: int  # answered with a result
+    tasks_failed: int  # failed (their exception, a lost worker, a broken executor)
+    tasks_cancelled: int  # cancelled in the worker or before they were sent
+    workers_started: int
+    workers_retired: int  # ended when asked (max_tasks_per_child, shutdown, a stopped call)
+    workers_lost: int  # ended unasked: a crash, a signal, os._exit
+    thread_calls: int  # calls run on this process's threads (see the routing rule)
+    broken: str | None  # why the executor cannot run work, or None
 
 
 @dataclass(frozen=True)
@@ -213,4 +284,8 @@ class Engine(Protocol):
 
     def terminate(self, kill: bool) -> None:
         """Stop every worker now (SIGTERM, or SIGKILL with ``kill``); their tasks fail."""
+        ...
+
+    def stats(self) -> Stats:
+        """A snapshot (``thread_calls`` is the front's: 0 here)."""
         ...

@@ -17,6 +17,8 @@ process run on a private pool named and sized as asyncio's own default executor.
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import logging
 import threading
 import weakref
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 from .._errors import BrokenPoolError
 from .completed import AsCompleted
-from .engine import Engine, Task
+from .engine import Engine, Stats, Task, TaskOptions, stops_plain_call
 from .futures import LoopFuture, TaskFuture
 from .local import LocalThreads
 from .mapping import (
@@ -78,6 +80,7 @@ class ExecutorFront(ThreadPoolExecutor):
         self._fallback = fallback
         self._max_workers = engine.options.max_workers
         self._closed = False  # shutdown() was called (written once; the engine re-checks)
+        self._task_options: TaskOptions | None = None  # set on the views of options()
         self._local_threads = LocalThreads(engine.options.loop_factory)
         # Collected without shutdown(): the engine finishes the submitted work and stops.
         finalizer = weakref.finalize(self, engine.shutdown, False)
@@ -144,14 +147,17 @@ class ExecutorFront(ThreadPoolExecutor):
                 call = engine.prepare(fn, args, kwargs, True)
         except Exception as exc:
             return _failed_future(exc)
+        options = self._task_options
+        # A running coroutine, or a stoppable plain call, can be stopped by cancel().
+        stoppable = is_async or stops_plain_call(is_async, options)
         future: TaskFuture[Any] | LoopFuture[Any]
         if loop is None:
-            future = TaskFuture(engine.cancel if is_async else None, engine.wait_hook)
+            future = TaskFuture(engine.cancel if stoppable else None, engine.wait_hook)
         else:
             future = LoopFuture(loop=loop)
-            if is_async:
+            if stoppable:
                 future._remote_cancel = engine.cancel
-        engine.submit(Task(future, call, is_async))
+        engine.submit(Task(future, call, is_async, options))
         return future
 
     def _submit_direct(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
@@ -288,6 +294,43 @@ class ExecutorFront(ThreadPoolExecutor):
         the loop early cancels nothing.
         """
         return AsCompleted(fs, timeout)
+
+    # -- per-call options and statistics -----------------------------------------------------
+
+    def options(
+        self, *, timeout: float | None = None, stoppable: bool = False, grace: float = 1.0
+    ) -> Self:
+        """This executor, with options for the calls made through what it returns::
+
+            result = await ex.options(timeout=5).run(parse, page)
+            future = ex.options(stoppable=True).submit(crunch, data)
+            future.cancel()  # True while it runs: the call is stopped
+
+        ``timeout``: seconds a task may run, counted from when a worker starts it; then a
+        coroutine is cancelled in its worker, a plain call is stopped (as below), and the
+        future fails with ``aioexec.TaskTimeout``. ``stoppable``: a plain call runs alone in
+        a worker, so that ``cancel()`` can stop it: ``aioexec.TaskStopped`` is raised in it
+        (its ``finally`` blocks run), and if it has not returned ``grace`` seconds later its
+        worker is killed; either way that worker is then replaced, so a stoppable call costs
+        a worker's start-up. A ``timeout`` makes a plain call stoppable.
+
+        The view shares the executor (its workers, its shutdown); only the options differ.
+        """
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(
+                f"timeout must be a positive number of seconds or None, not {timeout!r}"
+            )
+        if not (isinstance(grace, (int, float)) and grace >= 0):
+            raise ValueError(f"grace must be a number of seconds >= 0, not {grace!r}")
+        view = copy.copy(self)
+        view._task_options = TaskOptions(timeout, bool(stoppable), float(grace))
+        return view
+
+    def stats(self) -> Stats:
+        """A snapshot of the executor: its workers (pid, state, tasks in flight, done and
+        failed, when each started, how the one it replaced ended), queued tasks, and totals.
+        Cheap: nothing is asked of a worker."""
+        return dataclasses.replace(self._engine.stats(), thread_calls=self._local_threads.calls)
 
     # -- shutting down ----------------------------------------------------------------------
 

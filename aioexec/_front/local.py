@@ -32,11 +32,13 @@ class LocalThreads:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
+        self.calls = 0  # calls submitted so far (for stats; a lost update under races is fine)
 
     def submit(
         self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], is_async: bool
     ) -> Future[Any]:
         pool = self._pool or self._open()
+        self.calls += 1
         if is_async:
             return pool.submit(run_coroutine_function, fn, args, kwargs, self._loop_factory)
         return pool.submit(fn, *args, **kwargs)

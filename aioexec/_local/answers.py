@@ -19,7 +19,9 @@ children and the executor go on, whichever thread was reading.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +105,10 @@ class Answers:
             return  # already failed: the executor broke while the child was answering
         completions = pool.completions
         if kind is Kind.CANCELLED:  # the coroutine ended by cancellation
+            if frame.task_id in pool.timed_out:
+                pool.timed_out.discard(frame.task_id)  # counted as failed already
+            else:
+                pool.cancelled += 1
             completions.cancelled(future)
         else:
             value, error = outcome(frame, child.pid)
@@ -114,8 +120,10 @@ class Answers:
                     "arguments",
                 )
             if error is None:
+                pool.done += 1
                 completions.result(future, value)
             else:
+                pool.failed += 1
                 child.tasks_failed += 1
                 completions.error(future, error)
         # Forgotten only once its outcome is recorded: a reader interrupted before that
@@ -135,12 +143,11 @@ class Answers:
         if child.init_failed and pool.init_failure is not None:
             self.break_pool(*pool.init_failure)
         started = child.state is not ChildState.STARTING
-        if not started and not pool.ever_ready and pool.broken is None:
+        asked = bool(child.end_reason)  # the executor stopped it: not a start-up failure
+        if not started and not asked and not pool.ever_ready and pool.broken is None:
             self.break_pool(
-                f"child process {child.pid} {how} before it finished starting. If your main "
-                "module starts the executor at import time, move that code under "
-                "`if __name__ == '__main__':` (the child re-imports the main module); also "
-                "check that the initializer and its arguments can be pickled and imported.",
+                f"child process {child.pid} {how} before it finished starting. "
+                + start_failure_advice(child.process.exitcode),
                 None,
             )
         when = "while running this task" if started else "during start-up, before this task ran"
@@ -151,6 +158,7 @@ class Answers:
                 "with a new child."
             )
             child.tasks_failed += 1
+            pool.failed += 1
             pool.completions.error(pool.take_running(child, task_id), error)
 
     def _log_exit(self, child: ChildProcess, how: str) -> None:
@@ -179,6 +187,7 @@ class Answers:
         self.fail_queued()
         for child in pool.children.values():
             for task_id in list(child.running):
+                pool.failed += 1
                 pool.completions.error(pool.take_running(child, task_id), self.broken_error(cause))
             # A child still starting is left to finish (an initializer that failed there
             # too must get to log it) and then stops on the STOP it is sent; a child that
@@ -194,10 +203,11 @@ class Answers:
 
     def fail_queued(self) -> None:
         pool = self._pool
-        for queue in (pool.queued_async, pool.queued_sync):
+        for queue in pool.queues():
             while queue:
                 future = queue.popleft().future
                 if future.start_running():
+                    pool.failed += 1
                     pool.completions.error(future, self.broken_error(None))
 
     def fail_one(self, future: EngineFuture, error: BaseException) -> None:
@@ -205,6 +215,28 @@ class Answers:
         completions = self._pool.options.workers.new_batch()
         completions.error(future, error)
         completions.deliver()
+
+
+def start_failure_advice(exitcode: int | None) -> str:
+    """What to do when the first child could not start (it exited with ``exitcode``)."""
+    if exitcode is not None and exitcode < 0:
+        return (
+            "A signal ended it while it started (a Ctrl-C in a terminal reaches every "
+            "process of the group); submit again with a new executor."
+        )
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is not None and not os.path.isfile(main_file):
+        return (
+            f"The main module is {main_file!r}, not a file: a child started with 'spawn' or "
+            "'forkserver' re-imports the main module, and cannot re-import this one (a "
+            "script read from standard input?). Run the script from a file, or create the "
+            "executor with mp_context='fork'."
+        )
+    return (
+        "If your main module starts the executor at import time, move that code under "
+        "`if __name__ == '__main__':` (the child re-imports the main module); also check "
+        "that the initializer and its arguments can be pickled and imported."
+    )
 
 
 def outcome(frame: Frame, pid: int) -> tuple[Any, BaseException | None]:

@@ -12,8 +12,8 @@ Life of a child:
 2. make the event loop (``loop_factory`` or asyncio's), run the initializer; on failure log it
    to the ``concurrent.futures`` logger (as ``ProcessPoolExecutor`` does), send INIT_FAILED
    with an error that names what failed, and exit with code 1; else send READY;
-3. serve frames: RUN_ASYNC and RUN_SYNC go to the runtime, CANCEL cancels a task, STOP makes
-   the child exit once its tasks are answered;
+3. serve frames: RUN_ASYNC, RUN_SYNC and RUN_ALONE go to the runtime, CANCEL cancels a task,
+   STOP makes the child exit once its tasks are answered; SIGUSR1 stops a RUN_ALONE call;
 4. end of file on the parent's pipe means the parent died: cancel everything, wait at most
    ``ORPHAN_GRACE`` seconds for the tasks to unwind, then ``os._exit``.
 
@@ -74,6 +74,8 @@ def _rebuild_pipe_end(received: Any) -> PipeEnd:
 def main(reader: PipeEnd, writer: PipeEnd, config: ChildConfig) -> None:
     """Entry point of a child process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent's stop of a stoppable call (RUN_ALONE); until the runtime exists, ignored.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     _set_title(config.title)
     in_fd, out_fd = reader.fd, writer.fd
     try:
@@ -91,6 +93,7 @@ def main(reader: PipeEnd, writer: PipeEnd, config: ChildConfig) -> None:
             _fail_start(out_fd, exc, "Exception in initializer:", 0)
             sys.exit(1)
         server.start()
+        signal.signal(signal.SIGUSR1, server.on_stop_signal)
         loop.run_until_complete(server.serve())
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
@@ -169,6 +172,9 @@ class _Server:
     def close(self) -> None:
         self._runtime.close(wait=not self._orphaned)
 
+    def on_stop_signal(self, signum: int, frame: object) -> None:
+        self._runtime.on_stop_signal()
+
     # -- reading ------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
@@ -195,6 +201,8 @@ class _Server:
         kind = frame.kind
         if kind is Kind.RUN_ASYNC or kind is Kind.RUN_SYNC:
             self._runtime.start(frame.task_id, kind is Kind.RUN_ASYNC, frame.body, frame.buffers)
+        elif kind is Kind.RUN_ALONE:
+            self._runtime.start_alone(frame.task_id, frame.body, frame.buffers)
         elif kind is Kind.CANCEL:
             self._runtime.cancel(frame.task_id)
         elif kind is Kind.STOP:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._cpython import register_atexit, running_loop
-from .._front.engine import EngineFuture, Task, WaitHook, WorkerOptions
+from .._front.engine import EngineFuture, Stats, Task, WaitHook, WorkerOptions
 from .._worker.codec import Payload, pickle_call
 from . import forks
 from .manager import Manager
@@ -35,6 +35,7 @@ __all__ = ["LocalEngine"]
 _LOGGER = logging.getLogger("aioexec")
 _live: weakref.WeakSet[LocalEngine] = weakref.WeakSet()  # engines whose manager may run
 _interpreter_exiting = False
+_NO_STATS = Stats((), 0, 0, 0, 0, 0, 0, 0, 0, 0, None)  # before the first task for a worker
 
 
 def _at_interpreter_exit() -> None:
@@ -105,8 +106,9 @@ class LocalEngine:
         if not lease.in_reader():
             # Without the lock first: in a burst, the tasks behind a queued one are queued
             # too (see _send_now) and need not wait for the lock the manager thread holds
-            # while it dispatches.
-            if not self._work_waits(manager, task):
+            # while it dispatches. A task with options always goes to the manager thread,
+            # which keeps its deadlines.
+            if task.options is None and not self._work_waits(manager, task):
                 loop = running_loop()
                 with manager.pool.lock:
                     lease.lease_for(loop)
@@ -153,6 +155,13 @@ class LocalEngine:
     def terminate(self, kill: bool) -> None:
         if self._manager is not None:
             self._manager.post(Terminate(kill))
+
+    def stats(self) -> Stats:
+        manager = self._manager
+        if manager is None:
+            return _NO_STATS
+        with manager.pool.lock:
+            return manager.pool.stats()
 
     # -- what ProcessPoolExecutor-minded callers read -----------------------------------------
 
@@ -209,7 +218,7 @@ class LocalEngine:
     @staticmethod
     def _work_waits(manager: Manager, task: Task) -> bool:
         """Work of ``task``'s kind, or any message, waits for the manager thread."""
-        return bool(manager.mailbox or manager.pool.queue_for(task.is_async))
+        return bool(manager.mailbox or manager.pool.queue_for(task))
 
     def _send_now(self, manager: Manager, task: Task) -> bool:
         pool = manager.pool
@@ -217,7 +226,7 @@ class LocalEngine:
             return False
         if self._work_waits(manager, task):
             return False  # first come, first served
-        child, start = pool.child_with_room(task.is_async)
+        child, start = pool.child_with_room(task)
         if child is None or start:
             return False
         try:

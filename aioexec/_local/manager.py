@@ -33,9 +33,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import TaskTimeout
 from .._front.engine import EngineFuture, Task, WorkerId
 from . import forks
 from .answers import Answers, header_check
+from .deadlines import Deadlines
 from .lease import LeaseKeeper
 from .messages import (
     CancelAll,
@@ -66,6 +68,7 @@ class Manager:
         self.thread = threading.Thread(target=self.run, name=name, daemon=True)
         self.answers = Answers(self.pool)
         self.lease = LeaseKeeper(self.pool, self.answers, self.mailbox, self.thread)
+        self._deadlines = Deadlines()
         self._selector = selectors.DefaultSelector()
         forks.own(self._selector.fileno())
         self._selector.register(self.mailbox.wakeup.read_fd, selectors.EVENT_READ, self._on_wakeup)
@@ -87,10 +90,11 @@ class Manager:
         pool = self.pool
         try:
             while True:
-                events = self._selector.select()
+                events = self._selector.select(self._deadlines.wait_time())
                 with pool.lock:
                     for key, _ in events:
                         key.data()
+                    self._on_deadlines()
                     self._take_messages()
                     self.dispatch()
                     self._follow_leases()
@@ -118,7 +122,7 @@ class Manager:
             if pool.broken is None:
                 pool.broken = f"aioexec: the executor is broken: its manager thread failed: {exc!r}"
             futures = [f for c in pool.children.values() for f in c.running.values()]
-            futures += [task.future for q in (pool.queued_async, pool.queued_sync) for task in q]
+            futures += [task.future for q in pool.queues() for task in q]
             children = list(pool.children.values())
         self.lease.end_lease()
         pool.turn_completions.deliver()  # answers taken before the failure
@@ -157,7 +161,7 @@ class Manager:
     # -- messages ---------------------------------------------------------------------------
 
     def _queue_task(self, task: Task) -> None:
-        self.pool.queue_for(task.is_async).append(task)
+        self.pool.queue_for(task).append(task)
 
     def _cancel_task(self, message: CancelTask) -> None:
         self._send_cancel(message.future)
@@ -192,8 +196,9 @@ class Manager:
 
     def _cancel_queued(self) -> None:
         pool = self.pool
-        for queue in (pool.queued_async, pool.queued_sync):
+        for queue in pool.queues():
             while queue:
+                pool.cancelled += 1
                 pool.completions.cancelled(queue.popleft().future)
 
     # -- dispatching ------------------------------------------------------------------------
@@ -203,12 +208,12 @@ class Manager:
         if pool.broken is not None:
             self.answers.fail_queued()
             return
-        for queue, is_async in ((pool.queued_async, True), (pool.queued_sync, False)):
+        for queue in pool.queues():
             while queue:
                 if queue[0].future.was_cancelled():
                     queue.popleft()
                     continue
-                child, start = pool.child_with_room(is_async)
+                child, start = pool.child_with_room(queue[0])
                 if start:
                     child = self._start_child_or_break() or child
                 if child is None:
@@ -216,6 +221,11 @@ class Manager:
                 task = queue.popleft()
                 if task.future.start_running():
                     child.send(pool.task_frame(child, task))
+                    options = task.options
+                    if options is not None:
+                        child.stop_grace = options.grace
+                        if options.timeout is not None:
+                            self._deadlines.add(options.timeout, task.future.task_id, grace=False)
 
     def _start_child_or_break(self) -> ChildProcess | None:
         pool = self.pool
@@ -239,9 +249,41 @@ class Manager:
         return ChildProcess(worker_id, options.ctx, config, header_check(self.pool))
 
     def _send_cancel(self, future: EngineFuture) -> None:
-        child = self.pool.running_on.get(future.task_id)
-        if child is not None:
-            child.send(encode_frame(Kind.CANCEL, future.task_id))
+        """Stop a running task: a coroutine is cancelled in its child; a stoppable plain call
+        is interrupted, and its child retired (and killed if the call outlives its grace)."""
+        task_id = future.task_id
+        child = self.pool.running_on.get(task_id)
+        if child is None:
+            return
+        if task_id != child.plain_task_id:
+            child.send(encode_frame(Kind.CANCEL, task_id))
+        elif child.exclusive and child.state is not ChildState.RETIRING:
+            child.interrupt()
+            child.state = ChildState.RETIRING
+            child.end_reason = "retired after its stoppable call was stopped"
+            child.send(encode_frame(Kind.STOP))
+            self._deadlines.add(child.stop_grace, task_id, grace=True)
+
+    def _on_deadlines(self) -> None:
+        pool = self.pool
+        for deadline in self._deadlines.expired():
+            child = pool.running_on.get(deadline.task_id)
+            if child is None:
+                continue  # it ended in time
+            future = child.running[deadline.task_id]
+            if deadline.grace:
+                child.abort("its stoppable call did not stop within its grace period")
+                continue
+            pool.failed += 1
+            pool.timed_out.add(deadline.task_id)  # its coming CANCELLED is counted here
+            pool.completions.error(
+                future,
+                TaskTimeout(
+                    f"aioexec: the task ran longer than its timeout of {deadline.seconds} s in "
+                    f"child process {child.pid}, and was stopped"
+                ),
+            )
+            self._send_cancel(future)
 
     def _retire_idle_children(self) -> None:
         # Shutting down: a child with nothing to do is told to exit once no work waits.
@@ -298,7 +340,7 @@ class Manager:
                 self._selector.unregister(fd)
             except (KeyError, ValueError):
                 pass
-        self.pool.remove_child(child)
+        self.pool.remove_child(child, lost=not (child.end_reason or child.process.exitcode == 0))
         child.close()
 
     def _follow_leases(self) -> None:

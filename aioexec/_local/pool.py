@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 
-from .._front.engine import EngineFuture, OutcomeBatch, Task, WorkerId, WorkerOptions
+from .._front.engine import (
+    EngineFuture,
+    OutcomeBatch,
+    Stats,
+    Task,
+    WorkerId,
+    WorkerOptions,
+    WorkerStats,
+)
 from .child import ChildConfig
 from .process import ChildProcess, ChildState
 from .protocol import Chunk, Kind, encode_frame
@@ -46,6 +54,7 @@ class Pool:
         self.running_on: dict[int, ChildProcess] = {}  # task id -> its child, e.g. {7: <child 1>}
         self.queued_async: deque[Task] = deque()  # coroutine tasks waiting for room, in order
         self.queued_sync: deque[Task] = deque()  # plain-function tasks waiting for room
+        self.queued_alone: deque[Task] = deque()  # stoppable plain calls, waiting for an idle child
         self.next_worker_id = 0
         self.last_task_id = 0  # the highest task id sent so far (answers may name no other)
         # Answered tasks since the last submission (ProcessPoolExecutor's
@@ -55,6 +64,11 @@ class Pool:
         self.ever_ready = False  # some child finished start-up (so start-up works at all)
         # (why, error) of the first failed start-up; the break waits for that child's exit
         self.init_failure: tuple[str, BaseException | None] | None = None
+        # Totals, for stats: tasks answered by outcome, children by how they ended
+        self.done = self.failed = self.cancelled = 0
+        self.started = self.retired = self.lost = 0
+        self.ended: deque[str] = deque()  # how ended children ended, for their replacements
+        self.timed_out: set[int] = set()  # tasks failed by their timeout, not answered yet
         self.completions: OutcomeBatch = options.workers.new_batch()  # where outcomes go now
         self.turn_completions = self.completions  # the manager turn's own batch
         # -- written under the lock, read without it (a stale read is harmless where read) --
@@ -73,6 +87,8 @@ class Pool:
         child.running[task_id] = task.future
         if not task.is_async:
             child.sync_running += 1
+            child.plain_task_id = task_id
+            child.exclusive = task.stoppable
         self.running_on[task_id] = child
         return task_id
 
@@ -81,8 +97,11 @@ class Pool:
         the child reaches ``max_tasks_per_child`` with it)."""
         task_id = self.record_running(child, task)
         call = task.call
+        kind = Kind.RUN_ASYNC if task.is_async else Kind.RUN_SYNC
+        if child.exclusive:
+            kind = Kind.RUN_ALONE
         frame = encode_frame(
-            Kind.RUN_ASYNC if task.is_async else Kind.RUN_SYNC,
+            kind,
             task_id,
             call.body,
             call.buffers,
@@ -101,8 +120,10 @@ class Pool:
         """Forget a task that was answered or lost; return its future."""
         future = child.running.pop(task_id)
         del self.running_on[task_id]
-        if not future.cancels_remotely:
+        if task_id == child.plain_task_id:
             child.sync_running -= 1
+            child.plain_task_id = 0
+            child.exclusive = False
         return future
 
     def note_answered(self) -> None:
@@ -117,25 +138,37 @@ class Pool:
         return False
 
     def has_queued(self) -> bool:
-        return bool(self.queued_async or self.queued_sync)
+        return bool(self.queued_async or self.queued_sync or self.queued_alone)
 
-    def queue_for(self, is_async: bool) -> deque[Task]:
-        return self.queued_async if is_async else self.queued_sync
+    def queue_for(self, task: Task) -> deque[Task]:
+        if task.is_async:
+            return self.queued_async
+        return self.queued_alone if task.stoppable else self.queued_sync
+
+    def queues(self) -> tuple[deque[Task], ...]:
+        return self.queued_async, self.queued_sync, self.queued_alone
 
     # -- children -------------------------------------------------------------------------
 
-    def child_with_room(self, is_async: bool) -> tuple[ChildProcess | None, bool]:
+    def child_with_room(self, task: Task) -> tuple[ChildProcess | None, bool]:
         """A child that can take the task now, chosen by the scheduler (or None), and whether
-        a new child should be started: no child is idle and fewer than ``max_workers`` run."""
+        a new child should be started: no child is idle and fewer than ``max_workers`` run.
+        A stoppable plain call needs a child that runs nothing else."""
         limit = self.limit
+        is_async = task.is_async
+        alone = task.stoppable
         candidates = []
         idle = False
         for child in self.children.values():
-            if child.state is ChildState.RETIRING:
+            if child.state is ChildState.RETIRING or child.exclusive:
                 continue
             sync = child.sync_running
             in_flight = len(child.running)
-            if (in_flight - sync < limit) if is_async else (sync == 0):
+            if alone:
+                room = in_flight == 0
+            else:
+                room = (in_flight - sync < limit) if is_async else (sync == 0)
+            if room:
                 candidates.append(child)
                 # Idle: its plain-function slot is free, or (coroutines) it runs nothing.
                 idle = idle or not is_async or in_flight == 0
@@ -148,13 +181,51 @@ class Pool:
     def add_child(self, start: Callable[[WorkerId], ChildProcess]) -> ChildProcess:
         child = start(WorkerId(self.next_worker_id))
         self.next_worker_id += 1
+        self.started += 1
+        if self.ended:
+            child.replaced = self.ended.popleft()
         self.children[child.worker_id] = child
         self.publish_children()
         return child
 
-    def remove_child(self, child: ChildProcess) -> None:
+    def remove_child(self, child: ChildProcess, lost: bool) -> None:
+        """Forget a child that exited; ``lost``: it ended unasked."""
         del self.children[child.worker_id]
+        if lost:
+            self.lost += 1
+        else:
+            self.retired += 1
+        if len(self.ended) < self.max_workers:
+            self.ended.append(child.exit_description)
         self.publish_children()
+
+    def stats(self) -> Stats:
+        return Stats(
+            workers=tuple(
+                WorkerStats(
+                    worker_id=c.worker_id,
+                    pid=c.pid,
+                    state=c.state.value,
+                    coroutines=len(c.running) - c.sync_running,
+                    plain_calls=c.sync_running,
+                    tasks_done=c.tasks_done,
+                    tasks_failed=c.tasks_failed,
+                    started_at=c.started_at,
+                    replaced=c.replaced,
+                )
+                for c in self.children.values()
+            ),
+            queued=sum(map(len, self.queues())),
+            tasks_sent=self.last_task_id,
+            tasks_done=self.done,
+            tasks_failed=self.failed,
+            tasks_cancelled=self.cancelled,
+            workers_started=self.started,
+            workers_retired=self.retired,
+            workers_lost=self.lost,
+            thread_calls=0,
+            broken=self.broken,
+        )
 
     def publish_children(self) -> None:
         self.children_snapshot = {c.pid: c.process for c in self.children.values()}

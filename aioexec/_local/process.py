@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import os
+import signal
 import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
@@ -57,6 +58,11 @@ class ChildProcess:
         # task id -> its future, for every task sent and not yet answered
         self.running: dict[int, EngineFuture] = {}
         self.sync_running = 0  # how many of `running` are plain functions (at most 1)
+        self.plain_task_id = 0  # the id of that plain function's task, if any
+        # It runs a stoppable plain call, alone: it takes no other work meanwhile.
+        self.exclusive = False
+        self.stop_grace = 1.0  # seconds that call gets to stop before the child is killed
+        self.replaced: str | None = None  # how the child it replaced ended (for stats)
         self.tasks_sent = 0  # counts towards max_tasks_per_child
         self.write_blocked = False  # the pipe was full; the manager waits for writability
         self.init_failed = False  # it sent INIT_FAILED: its exit breaks the executor
@@ -163,6 +169,15 @@ class ChildProcess:
         self.state = ChildState.RETIRING
         self.end_reason = why
         self.stop_process(kill=True)
+
+    def interrupt(self) -> None:
+        """Stop the stoppable plain call it runs: SIGUSR1 raises ``TaskStopped`` in it. (Only
+        the manager thread reaps children, and only after this handle is gone, so the pid
+        cannot have been reused.)"""
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+        except OSError:
+            pass  # gone already
 
     def stop_process(self, kill: bool) -> None:
         """SIGTERM (or SIGKILL) the child, unless it is gone already."""

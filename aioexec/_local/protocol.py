@@ -32,6 +32,8 @@ RUN_ASYNC      to child   body = pickled (fn, args, kwargs); run ``fn`` as a cor
 RUN_SYNC       to child   body = pickled (fn, args, kwargs); run ``fn`` in a thread
 CANCEL         to child   cancel task ``task id`` if it still runs (no body)
 STOP           to child   take no more work, finish what runs, then exit (no body)
+RUN_ALONE      to child   as RUN_SYNC, in the child's main thread, stoppable by SIGUSR1
+                          (the child runs nothing else meanwhile)
 READY          to parent  the initializer succeeded; the child takes work (no body)
 INIT_FAILED    to parent  body = exception payload; task id 0: the initializer failed,
                           1: the loop factory
@@ -76,6 +78,7 @@ class Kind(enum.IntEnum):
     RUN_SYNC = 2
     CANCEL = 3
     STOP = 4
+    RUN_ALONE = 5
     READY = 10
     INIT_FAILED = 11
     RESULT = Answer.RESULT

@@ -13,7 +13,12 @@ Rules, for every engine:
   first suspension at once, so one that never suspends is answered without a trip through
   the loop (``eager_start`` on 3.12+, ``_cpython.run_first_step_now`` before).
 * A plain function runs in the worker's one thread (so the loop keeps serving coroutines);
-  its result is pickled there too, off the loop.
+  its result is pickled there too, off the loop. A stoppable one (``start_alone``) runs in
+  the loop's own thread instead, in a worker that runs nothing else meanwhile, and the
+  worker's stop signal (:meth:`WorkerRuntime.on_stop_signal`) raises :class:`TaskStopped` in
+  it: signals reach the main thread only, and they interrupt blocking calls such as
+  ``time.sleep``. A stop that comes before the call started is remembered: the call is then
+  answered CANCELLED without running.
 * ``cancel(task_id)`` cancels a coroutine; the task answers CANCELLED (or its result, if it
   swallowed the cancellation). A task cancelled before its first step ran is answered at once.
   A plain function cannot be interrupted: it runs to its end and answers.
@@ -37,12 +42,19 @@ from .outcome import Answer, describe_callable, dump_exception, unpickling_advic
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["AnswerFn", "WorkerRuntime", "new_task", "run_initializer"]
+__all__ = ["AnswerFn", "TaskStopped", "WorkerRuntime", "new_task", "run_initializer"]
 
 #: ``answer(kind, task_id, body, buffers, copied)``: one task's outcome, ready to frame.
 AnswerFn = Callable[..., None]
 
 _EAGER = sys.version_info >= (3, 12)
+
+
+class TaskStopped(BaseException):
+    """Raised inside a stoppable plain call that is stopped (``ex.options(stoppable=True)``
+    and ``cancel()``, or a ``timeout``). A ``BaseException``, so that ``except Exception``
+    does not swallow it; ``finally`` blocks run. The call's future is already cancelled (or
+    failed with ``TaskTimeout``), and its worker is replaced after it."""
 
 
 def new_task(loop: asyncio.AbstractEventLoop, awaitable: Any) -> asyncio.Future[Any]:
@@ -86,6 +98,8 @@ class WorkerRuntime:
         self._sync_pool: ThreadPoolExecutor | None = None  # made on the first plain function
         main = sys.modules.get("__main__")
         self._main_path: str | None = getattr(main, "__file__", None)
+        self._alone_running = False  # a stoppable call runs: the stop signal raises in it
+        self._stop_pending = False  # a stop came while none ran
 
     def start(
         self, task_id: int, is_async: bool, body: bytes | memoryview, buffers: Any = ()
@@ -112,6 +126,42 @@ class WorkerRuntime:
             )
             task.add_done_callback(self._on_plain_done)
         self.tasks[task_id] = task
+
+    def start_alone(self, task_id: int, body: bytes | memoryview, buffers: Any) -> None:
+        """Start a stoppable plain call: in the loop's thread, once the frames read with it
+        are handled (see :meth:`on_stop_signal`)."""
+        try:
+            fn, args, kwargs = pickle.loads(body, buffers=buffers)
+        except BaseException as exc:
+            advice = unpickling_advice(exc, self._main_path)
+            self._answer(Answer.UNDELIVERABLE, task_id, dump_exception(exc, advice))
+            return
+        self.tasks[task_id] = self._loop.create_future()  # its slot, until it answers
+        self._loop.call_soon(self._run_alone, task_id, fn, args, kwargs)
+
+    def on_stop_signal(self) -> None:
+        """The worker's stop signal arrived (in the main thread, between two bytecodes)."""
+        if self._alone_running:
+            raise TaskStopped("aioexec: this call was stopped (cancelled, or past its timeout)")
+        self._stop_pending = True
+
+    def _run_alone(self, task_id: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        try:
+            try:
+                self._alone_running = True
+                if self._stop_pending:
+                    raise TaskStopped("stopped before it started")
+                result = fn(*args, **kwargs)
+            finally:
+                self._alone_running = False
+        except TaskStopped:
+            answer: tuple[Any, ...] = (Answer.CANCELLED, task_id)
+        except BaseException as exc:
+            answer = (Answer.ERROR, task_id, dump_exception(exc))
+        else:
+            answer = pack_result(task_id, fn, result)
+        self.tasks.pop(task_id).set_result(None)
+        self._answer(*answer)
 
     def cancel(self, task_id: int) -> None:
         task = self.tasks.get(task_id)
