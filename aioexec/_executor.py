@@ -37,7 +37,7 @@ class AsyncProcessExecutor(ExecutorFront):
     As asyncio's default executor (``loop.set_default_executor(ex)``) it keeps thread
     semantics for plain callables: ``run_in_executor(None, fn)`` runs ``fn`` on a thread of
     this process, as asyncio's own default executor would; only coroutine functions (and
-    callables wrapped in :func:`aioexec.in_child`) go to a child. That is why it subclasses
+    callables wrapped in ``aioexec.in_child``) go to a child. That is why it subclasses
     ``ThreadPoolExecutor``: asyncio accepts nothing else as a default executor.
 
     Arguments, results and exceptions cross between processes as pickles: submit only
@@ -60,7 +60,7 @@ class AsyncProcessExecutor(ExecutorFront):
         scheduler: which child with room gets a task: ``"least-loaded"`` (default: the child
             with the fewest tasks in flight, keeping the last one chosen among equals),
             ``"round-robin"``, or an object with a ``choose(candidates)`` method
-            (:class:`aioexec.Scheduler`).
+            (``aioexec.Scheduler``).
         loop_factory: makes each child's event loop, e.g. ``uvloop.new_event_loop``
             (default: asyncio's). It must return a new event loop.
         fallback: what happens to a call bound for a child that cannot be pickled (a lambda,

@@ -300,11 +300,13 @@ class ExecutorFront(ThreadPoolExecutor):
     def options(
         self, *, timeout: float | None = None, stoppable: bool = False, grace: float = 1.0
     ) -> Self:
-        """This executor, with options for the calls made through what it returns::
+        """This executor, with options for the calls made through what it returns.
 
-            result = await ex.options(timeout=5).run(parse, page)
-            future = ex.options(stoppable=True).submit(crunch, data)
-            future.cancel()  # True while it runs: the call is stopped
+        ```python
+        result = await ex.options(timeout=5).run(parse, page)
+        future = ex.options(stoppable=True).submit(crunch, data)
+        future.cancel()  # True while it runs: the call is stopped
+        ```
 
         ``timeout``: seconds a task may run, counted from when a worker starts it; then a
         coroutine is cancelled in its worker, a plain call is stopped (as below), and the
@@ -355,7 +357,7 @@ class ExecutorFront(ThreadPoolExecutor):
         self._force_shutdown(kill=False)
 
     def kill_workers(self) -> None:
-        """Like :meth:`terminate_workers`, with SIGKILL."""
+        """Like ``terminate_workers()``, with SIGKILL."""
         self._force_shutdown(kill=True)
 
     def _force_shutdown(self, kill: bool) -> None:

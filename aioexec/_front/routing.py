@@ -71,7 +71,7 @@ class Route(enum.Enum):
 
 class InChild(Generic[P, T]):
     """A callable that runs ``fn`` in a worker even from a default-executor call (see
-    :func:`in_child`). Called anywhere else, it simply calls ``fn``."""
+    ``in_child``). Called anywhere else, it simply calls ``fn``."""
 
     __slots__ = ("fn",)
 
@@ -92,9 +92,11 @@ class InChild(Generic[P, T]):
 
 def in_child(fn: Callable[P, T]) -> InChild[P, T]:
     """Mark ``fn`` to run in a worker process when an ``AsyncProcessExecutor`` is asyncio's
-    default executor, where plain callables otherwise run on a thread::
+    default executor, where plain callables otherwise run on a thread.
 
-        await loop.run_in_executor(None, aioexec.in_child(crunch), data)
+    ```python
+    await loop.run_in_executor(None, aioexec.in_child(crunch), data)
+    ```
 
     The result has ``fn``'s signature, so ``run_in_executor`` infers its result type. Through
     the executor's own API (``submit``, ``map``, ``run``) plain functions go to a worker
