@@ -101,16 +101,23 @@ class WorkerRuntime:
         self._alone_running = False  # a stoppable call runs: the stop signal raises in it
         self._stop_pending = False  # a stop came while none ran
 
+    def _unpickle(self, task_id: int, body: bytes | memoryview, buffers: Any) -> Any:
+        """The call ``(fn, args, kwargs)``, or None when it did not unpickle (answered)."""
+        try:
+            return pickle.loads(body, buffers=buffers)
+        except BaseException as exc:
+            advice = unpickling_advice(exc, self._main_path)
+            self._answer(Answer.UNDELIVERABLE, task_id, dump_exception(exc, advice))
+            return None
+
     def start(
         self, task_id: int, is_async: bool, body: bytes | memoryview, buffers: Any = ()
     ) -> None:
         """Unpickle a call and start it (``buffers``: its out-of-band buffers)."""
-        try:
-            fn, args, kwargs = pickle.loads(body, buffers=buffers)
-        except BaseException as exc:
-            advice = unpickling_advice(exc, self._main_path)
-            self._answer(Answer.UNDELIVERABLE, task_id, dump_exception(exc, advice))
+        call = self._unpickle(task_id, body, buffers)
+        if call is None:
             return
+        fn, args, kwargs = call
         if is_async:
             task = new_task(self._loop, self._run_coroutine(task_id, fn, args, kwargs))
             if task.done():  # an eager task that never suspended: already answered
@@ -130,14 +137,11 @@ class WorkerRuntime:
     def start_alone(self, task_id: int, body: bytes | memoryview, buffers: Any) -> None:
         """Start a stoppable plain call: in the loop's thread, once the frames read with it
         are handled (see :meth:`on_stop_signal`)."""
-        try:
-            fn, args, kwargs = pickle.loads(body, buffers=buffers)
-        except BaseException as exc:
-            advice = unpickling_advice(exc, self._main_path)
-            self._answer(Answer.UNDELIVERABLE, task_id, dump_exception(exc, advice))
+        call = self._unpickle(task_id, body, buffers)
+        if call is None:
             return
         self.tasks[task_id] = self._loop.create_future()  # its slot, until it answers
-        self._loop.call_soon(self._run_alone, task_id, fn, args, kwargs)
+        self._loop.call_soon(self._run_alone, task_id, *call)
 
     def on_stop_signal(self) -> None:
         """The worker's stop signal arrived (in the main thread, between two bytecodes)."""
