@@ -51,6 +51,9 @@ __all__ = ["ExecutorFront"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+# The operations of ProcessPoolExecutor._force_shutdown (its values in 3.14 and 3.15).
+_TERMINATE = "terminate"
+_KILL = "kill"
 _LOGGER = logging.getLogger("aioexec")
 
 
@@ -354,15 +357,18 @@ class ExecutorFront(ThreadPoolExecutor):
         For workers stuck in blocking code; their running tasks fail with
         ``BrokenWorkerError``. Python 3.14's ``ProcessPoolExecutor`` has the same method.
         """
-        self._force_shutdown(kill=False)
+        self._force_shutdown(operation=_TERMINATE)
 
     def kill_workers(self) -> None:
         """Like ``terminate_workers()``, with SIGKILL."""
-        self._force_shutdown(kill=True)
+        self._force_shutdown(operation=_KILL)
 
-    def _force_shutdown(self, kill: bool) -> None:
+    def _force_shutdown(self, operation: str) -> None:
+        # ProcessPoolExecutor's name and argument (3.14), which its own tests call.
+        if operation not in (_TERMINATE, _KILL):
+            raise ValueError(f"Unsupported operation: {operation!r}")
         self.shutdown(wait=False, cancel_futures=True)
-        self._engine.terminate(kill)
+        self._engine.terminate(kill=operation == _KILL)
 
     def __enter__(self) -> Self:
         return self
