@@ -43,9 +43,11 @@
 # files and every local path named in them or in a PIP_* variable (find-links, local indexes
 # with their parent directory, constraints, PIP_CERT, ...), plus /etc/resolv.conf. The environment passes
 # into the root as it is (PIP_*, AIOEXEC_CI_TOKEN, ...), except PATH (the root's) and TMPDIR.
-# A trap unmounts everything on every exit path (also after a failure, SIGINT, SIGTERM), and
-# mounts in a private namespace vanish with it anyway (even after SIGKILL): nothing shows up
-# in the host's `findmnt`, and two runs at once each see only their own mounts.
+# SIGTERM/SIGHUP sent to the runner are passed on to the command; SIGINT reaches it with its
+# process group (Ctrl-C, `timeout`). A trap unmounts everything on every exit path (after the
+# command ended, failed, or was signalled), and mounts in a private namespace vanish with it
+# anyway (even after SIGKILL): nothing shows up in the host's `findmnt`, and two runs at once
+# each see only their own mounts.
 
 AIOEXEC_ROOT_PYTHONS=(3.14 3.15)
 AIOEXEC_CI_ROOT=${AIOEXEC_CI_ROOT:-/var/cache/aioexec-ci/forky-root}
@@ -270,7 +272,7 @@ _ci_root_unmount() {
 
 # Inside the private mount namespace: lock, mount, chroot, unmount.
 _ci_root_enter() {
-    local src=$1 n=$2 root=$AIOEXEC_CI_ROOT fd rc=0 path dir='' spec target
+    local src=$1 n=$2 root=$AIOEXEC_CI_ROOT fd rc path dir='' spec target
     shift 2
     local binds=("${@:1:n}")
     shift "$n"
@@ -306,13 +308,34 @@ _ci_root_enter() {
         mkdir -p "$target"
         _ci_root_mount --bind "${spec%%:*}" "$target"
     done
-    # The lock stays with this shell (closed for the command: a process that the command
-    # leaves behind must not hold it).
-    chroot "$root" /usr/bin/env -u TMPDIR AIOEXEC_CI_IN_ROOT=1 HOME=/root \
-        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        /bin/bash -c 'cd /src && exec "$@"' ci-root "$@" {fd}>&- || rc=$?
+    # The command runs asynchronously, so that a SIGTERM or SIGHUP sent to this shell alone
+    # reaches it at once (a foreground command would delay the trap until it ends); with
+    # SIGINT and SIGQUIT restored (an asynchronous command would ignore them) and this
+    # shell's stdin. SIGINT is not forwarded: Ctrl-C and `timeout` signal the whole process
+    # group, the command included, which then ends as it chooses (pytest prints its summary).
+    # Whatever the signal, the mounts are undone only after the command has ended. The lock
+    # stays with this shell (closed for the command: what it leaves behind must not hold it).
+    (
+        trap - INT QUIT
+        exec chroot "$root" /usr/bin/env -u TMPDIR AIOEXEC_CI_IN_ROOT=1 HOME=/root \
+            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+            /bin/bash -c 'cd /src && exec "$@"' ci-root "$@"
+    ) 0<&0 {fd}>&- &
+    _CI_ROOT_CHILD=$!
+    trap : INT
+    trap '_ci_root_forward TERM' TERM
+    trap '_ci_root_forward HUP' HUP
+    # `wait` returns early (status > 128) when a trapped signal arrives: wait again while the
+    # command has not ended (a zombie still answers kill -0 until `wait` reaps it).
+    while true; do
+        rc=0
+        wait "$_CI_ROOT_CHILD" || rc=$?
+        kill -0 "$_CI_ROOT_CHILD" 2>/dev/null || break
+    done
     exit "$rc"
 }
+
+_ci_root_forward() { kill -s "$1" "$_CI_ROOT_CHILD" 2>/dev/null || true; }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     set -euo pipefail
