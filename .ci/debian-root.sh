@@ -14,7 +14,7 @@
 #
 # Sourced (by .ci/venvs.sh) for AIOEXEC_ROOT_PYTHONS and ci_root_python/ci_root_ensure.
 #
-# Where: AIOEXEC_CI_ROOT (default /var/cache/aioexec-ci/forky-root), ~500 MB; the lock file is
+# Where: AIOEXEC_CI_ROOT (default /var/cache/aioexec-ci/forky-root), about 450 MB; the lock file is
 # AIOEXEC_CI_ROOT.lock. Needs root (chroot, mount, unshare) and the debootstrap package, which
 # `ensure` installs with apt-get when missing.
 #
@@ -24,7 +24,8 @@
 # forky is a testing suite like sid, so we pass debootstrap its "sid" script explicitly. The
 # Release file of forky is signed by the trixie archive key, which the host's
 # debian-archive-keyring (2023.3+deb12u2) already has, so the signature IS checked
-# (--keyring=/usr/share/keyrings/debian-archive-keyring.gpg; no --no-check-gpg). The root is
+# (--keyring=/usr/share/keyrings/debian-archive-keyring.gpg; no --no-check-gpg; should the
+# archive move to a key the host lacks, upgrade the host's debian-archive-keyring). The root is
 # built in a temporary directory beside its final place, checked, and renamed into place, so
 # a half-built root is never used; debootstrap runs in a private mount namespace, so the
 # /proc etc. it mounts in the new root cannot outlive it, even when it is killed.
@@ -41,8 +42,9 @@
 # --bind, and, read-only at their own paths, what pip needs to reach this machine's configured
 # package sources: the CA files of SSL_CERT_FILE/SSL_CERT_DIR/REQUESTS_CA_BUNDLE, pip's config
 # files and every local path named in them or in a PIP_* variable (find-links, local indexes
-# with their parent directory, constraints, PIP_CERT, ...), plus /etc/resolv.conf. The environment passes
-# into the root as it is (PIP_*, AIOEXEC_CI_TOKEN, ...), except PATH (the root's) and TMPDIR.
+# with their parent directory, constraints, PIP_CERT, ...), plus /etc/resolv.conf. The
+# environment passes into the root as it is (PIP_*, AIOEXEC_CI_TOKEN, ...), except PATH (the
+# root's) and TMPDIR.
 # SIGTERM/SIGHUP sent to the runner are passed on to the command; SIGINT reaches it with its
 # process group (Ctrl-C, `timeout`). A trap unmounts everything on every exit path (after the
 # command ended, failed, or was signalled), and mounts in a private namespace vanish with it
@@ -112,7 +114,9 @@ _ci_root_build() {
     mirror=$(_ci_root_mirror) || return 1
     if ! command -v debootstrap >/dev/null; then
         echo "ci: installing debootstrap"
-        timeout 600 apt-get install -y -q debootstrap >/dev/null || return 1
+        timeout 600 apt-get install -y -q debootstrap >/dev/null 2>&1 ||
+            { timeout 600 apt-get update -q >/dev/null &&
+                timeout 600 apt-get install -y -q debootstrap >/dev/null; } || return 1
     fi
     # Leftovers of a build that was killed (no other builder runs: we hold the lock).
     # --one-file-system: never follow a mount that a killed debootstrap could have left.
