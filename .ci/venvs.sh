@@ -13,7 +13,8 @@
 # venvs are built and used inside it, where the venv directory (here .ci/venvs) is bound at
 # /ci/venvs and the checkout at /src. Their interpreter exists only in the root, so run them
 # there, e.g.
-#   bash .ci/debian-root.sh run --bind "$PWD/.ci/venvs:/ci/venvs" -- /ci/venvs/py3.14/bin/python -m pytest
+#   bash .ci/debian-root.sh run --bind "$PWD/.ci/venvs:/ci/venvs" -- \
+#       /ci/venvs/py3.14/bin/python -m pytest
 #
 # The optional extras (uvloop, cloudpickle) may have no wheel yet for a new Python: the venv
 # is then built without the one that fails, a NOTE says so (also when the venv is reused,
