@@ -51,6 +51,8 @@ def check_map_arguments(chunksize: int, buffersize: int | None) -> None:
 
 def input_count(iterables: tuple[Iterable[Any], ...]) -> int | None:
     """How many calls ``zip(*iterables)`` makes, if every input has a length."""
+    if not iterables:
+        return 0
     try:
         return min(len(it) for it in iterables)  # type: ignore[arg-type]
     except TypeError:

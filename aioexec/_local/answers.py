@@ -29,6 +29,7 @@ from .._errors import (
     BrokenPoolError,
     BrokenWorkerError,
     DeliveryError,
+    RemoteTraceback,
     describe_exit,
     load_exception,
 )
@@ -157,6 +158,11 @@ class Answers:
                 f"aioexec: child process {child.pid} {how} {when}{why}; the executor goes on "
                 "with a new child."
             )
+            # Which process ended, in the cause, as ProcessPoolExecutor says it (3.15).
+            ended = (
+                f"Process {child.pid} terminated abruptly with exit code {child.process.exitcode}"
+            )
+            error.__cause__ = RemoteTraceback(f"\n'''\n{ended}'''")  # type: ignore[arg-type]
             child.tasks_failed += 1
             pool.failed += 1
             pool.completions.error(pool.take_running(child, task_id), error)

@@ -36,7 +36,7 @@ from typing import Any
 from .._errors import TaskTimeout
 from .._front.engine import EngineFuture, Task, WorkerId
 from . import forks
-from .answers import Answers, header_check
+from .answers import Answers, header_check, start_failure_advice
 from .deadlines import Deadlines
 from .lease import LeaseKeeper
 from .messages import (
@@ -234,7 +234,8 @@ class Manager:
         try:
             child = pool.add_child(self._new_child)
         except Exception as exc:
-            self.answers.break_pool(f"a child process could not be started: {exc!r}", exc)
+            advice = "" if pool.ever_ready else " " + start_failure_advice(None)
+            self.answers.break_pool(f"a child process could not be started ({exc!r}).{advice}", exc)
             return None
         _LOGGER.info("aioexec: child %d started (pid %d)", child.worker_id, child.pid)
         self._watch(child)
