@@ -475,10 +475,11 @@ def script_env() -> dict[str, str]:
 
 
 def start_script(
-    directory: Path, source: str, *args: str, stdin_script: bool = False
+    directory: Path, source: str, *args: str, stdin_script: bool = False, own_group: bool = False
 ) -> subprocess.Popen[bytes]:
     """Run ``source`` in a new interpreter (``python script.py ARGS``, or ``python - ARGS`` fed
-    on stdin); its stdout and stderr go to files in ``directory``."""
+    on stdin); its stdout and stderr go to files in ``directory``. ``own_group``: in a process
+    group of its own, as a terminal's foreground job (for a Ctrl-C to the whole group)."""
     script = directory / "script.py"
     script.write_text(textwrap.dedent(source))
     with (
@@ -493,6 +494,7 @@ def start_script(
             stderr=err,
             env=script_env(),
             cwd=directory,
+            start_new_session=own_group,  # its own process group (3.10 has no process_group)
         )
 
 

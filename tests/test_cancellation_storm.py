@@ -78,7 +78,7 @@ def _loop_submitter(
             else:
                 awaitable = loop.run_in_executor(ex, rh.async_storm_task, directory, task_id, hold)
                 out[task_id] = await asyncio.wait_for(awaitable, rng.uniform(0, 0.03))
-        except (asyncio.CancelledError, TimeoutError):
+        except (asyncio.CancelledError, asyncio.TimeoutError):  # 3.10: not the builtin
             out[task_id] = "cancelled"
 
     rng = random.Random(first_id)

@@ -91,7 +91,7 @@ def _loop_submitter(ex: AsyncProcessExecutor, stop: threading.Event, out: list[O
                 outcomes = await asyncio.wait_for(
                     asyncio.gather(*awaitables, return_exceptions=True), rh.TIMEOUT
                 )
-            except TimeoutError:
+            except asyncio.TimeoutError:  # 3.10: not the builtin TimeoutError
                 outcomes = ["never done"] * len(xs)
             out.extend(zip((3 * x for x in xs), outcomes, strict=True))
 

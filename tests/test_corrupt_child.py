@@ -109,7 +109,7 @@ def test_corrupt_child_read_by_an_event_loop_fails_only_its_own_tasks(
     async def outcome_of(coro: object, timeout: float = rh.TIMEOUT) -> object:
         try:
             return await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]
-        except (BrokenWorkerError, TimeoutError) as exc:
+        except (BrokenWorkerError, asyncio.TimeoutError) as exc:  # 3.10: not the builtin
             return exc
 
     unhandled: list[dict[str, object]] = []

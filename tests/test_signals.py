@@ -3,9 +3,10 @@
 - SIGKILL of the parent under each start method, with 200 coroutines and a plain function
   running: every process it started (children, forkserver, resource tracker) is gone within
   a deadline.
-- Ctrl-C (SIGINT) to a script blocked in a plain ``with AsyncProcessExecutor() as ex:`` block
-  with 200 running coroutines: it exits within 2 s, prints exactly one traceback, and leaves
-  no process (issue 11's acceptance; ``ProcessPoolExecutor`` would wait for the work).
+- Ctrl-C (SIGINT to the script's process group, as a terminal sends it) to a script blocked in
+  a plain ``with AsyncProcessExecutor() as ex:`` block with 200 running coroutines: it exits
+  within 2 s, prints exactly one traceback, and leaves no process (issue 11's acceptance;
+  ``ProcessPoolExecutor`` would wait for the work).
 - SIGTERM to one child: only its tasks fail, with a ``BrokenWorkerError`` that names SIGTERM;
   the pool goes on.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,9 +65,11 @@ _BUSY_SCRIPT = """
 """
 
 
-def _start_busy_script(tmp_path: Path, method: str, mode: str) -> tuple[object, set[int]]:
+def _start_busy_script(
+    tmp_path: Path, method: str, mode: str, own_group: bool = False
+) -> tuple[subprocess.Popen[bytes], set[int]]:
     """Start the script; return it and its executor's children once all its tasks run."""
-    proc = rh.start_script(tmp_path, _BUSY_SCRIPT, method, str(tmp_path), mode)
+    proc = rh.start_script(tmp_path, _BUSY_SCRIPT, method, str(tmp_path), mode, own_group=own_group)
     if not rh.wait_until(lambda: (tmp_path / "pids").exists() or proc.poll() is not None, 60):
         rh.stop_script(proc)
         pytest.fail("the script's tasks never all ran")
@@ -94,12 +98,14 @@ def test_every_process_exits_after_a_parent_sigkill(tmp_path: Path, start_method
 def test_ctrl_c_in_a_with_block_exits_at_once_with_one_traceback_and_no_process(
     tmp_path: Path, start_method: str
 ) -> None:
-    proc, children = _start_busy_script(tmp_path, start_method, "coroutines-only")
+    proc, children = _start_busy_script(tmp_path, start_method, "coroutines-only", own_group=True)
     started = rh.descendants(proc.pid)
     assert children <= started
     try:
         sent = time.monotonic()
-        os.kill(proc.pid, signal.SIGINT)
+        # As a terminal does: SIGINT to the whole foreground process group (the script and
+        # every process it started).
+        os.killpg(proc.pid, signal.SIGINT)
         exited = rh.wait_until(lambda: proc.poll() is not None, CTRL_C_EXIT_WITHIN)
         took = time.monotonic() - sent
         if not exited:
