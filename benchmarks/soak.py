@@ -13,10 +13,10 @@ use? Two phases, each sampled at regular intervals while the executor is idle be
    functions, and is shut down (``with`` block).
 
 For each phase it fits a least-squares line to the samples (after the first 10%, the
-allocator's warm-up) and prints the slope of: this process's RSS, its children's total RSS
-(phase 1), its open descriptors and threads, and (phase 2) its live child processes. A slope
-whose extrapolation over the whole phase exceeds a small allowance is reported as GROWING and
-the exit status is 1.
+allocator's warm-up) and prints the slope of: this process's RSS, the executor's children's
+total RSS (phase 1), its open descriptors and threads, and the live processes below it (the
+children, a forkserver, the resource tracker). A slope whose extrapolation over the whole phase
+exceeds a small allowance is reported as GROWING and the exit status is 1.
 
 Uses only ``/proc`` (Linux) and the public API (plus ``executor._processes``, the
 ``ProcessPoolExecutor`` attribute).
@@ -63,9 +63,10 @@ def _status_kib(pid: int | str, field: str) -> int:
     return 0
 
 
-def _children_of(pid: int) -> list[int]:
-    """Live (non-zombie) direct children of ``pid``."""
-    found = []
+def _descendants(root: int) -> set[int]:
+    """Live (non-zombie) processes below ``root``: a forkserver's children are the
+    executor's children, so direct children alone would miss a leaked worker."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -73,8 +74,15 @@ def _children_of(pid: int) -> list[int]:
                     fields = f.read().rpartition(")")[2].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-                found.append(int(entry))
+            if fields[0] not in ("Z", "X"):
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            if pid not in found:
+                found.add(pid)
+                todo.append(pid)
     return found
 
 
@@ -85,7 +93,8 @@ def sample(ex: AsyncProcessExecutor | None, done: int) -> dict[str, float]:
         "rss_bytes": 1024.0 * _status_kib("self", "VmRSS"),
         "fds": float(len(os.listdir("/proc/self/fd"))),
         "threads": float(threading.active_count()),
-        "child_processes": float(len(_children_of(os.getpid()))),
+        # the executor's children, plus the forkserver and the resource tracker
+        "processes_below": float(len(_descendants(os.getpid()))),
     }
     if ex is not None:
         point["children_rss_bytes"] = 1024.0 * sum(
