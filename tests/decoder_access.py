@@ -9,9 +9,10 @@ file (``test_raw_header_matches_the_encoder`` says when :func:`raw_header` went 
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Sequence
 
-from aioexec._protocol import NEED_DATA, FrameDecoder, Kind, ProtocolError, encode_frame
+from aioexec._local.protocol import NEED_DATA, FrameDecoder, Kind, ProtocolError, encode_frame
 
 __all__ = [
     "NEED_DATA",
@@ -23,19 +24,24 @@ __all__ = [
     "raw_header",
 ]
 
-# The header as _protocol's docstring draws it: kind (u8, bit 7 a flag), number of out-of-band
-# buffers (u8), task id (u64), main pickle length (u64), then one u64 length per buffer.
-_HEADER = struct.Struct("<BBQQ")
+# The header as the protocol module's docstring draws it: a CRC-32 (u32) of the rest of the
+# header and of the length table, then kind (u8), flags (u8), number of out-of-band buffers
+# (u32), task id (u64), main pickle length (u64), then one u64 length per buffer.
+_CRC = struct.Struct("<I")
+_FIXED = struct.Struct("<BBIQQ")
 _BUFLEN = struct.Struct("<Q")
 
 
-def raw_header(kind: int, task_id: int, main_len: int, buflens: Sequence[int] = ()) -> bytes:
+def raw_header(
+    kind: int, task_id: int, main_len: int, buflens: Sequence[int] = (), flags: int = 0
+) -> bytes:
     """A frame header with any field values, even ones the encoder would never write (an
-    unknown kind, an absurd length). If the header gains a checksum, compute it here too, so
-    that the tests of absurd lengths still reach the length checks."""
-    return _HEADER.pack(kind, len(buflens), task_id, main_len) + b"".join(
+    unknown kind, an absurd length), and a correct checksum: so that the tests of absurd
+    lengths reach the length checks rather than stop at the checksum."""
+    head = _FIXED.pack(kind, flags, len(buflens), task_id, main_len) + b"".join(
         _BUFLEN.pack(n) for n in buflens
     )
+    return _CRC.pack(zlib.crc32(head)) + head
 
 
 def frame_bytes(
