@@ -24,9 +24,9 @@ __all__ = [
     "raw_header",
 ]
 
-# The header as the protocol module's docstring draws it: a CRC-32 (u32) of the rest of the
-# header and of the length table, then kind (u8), flags (u8), number of out-of-band buffers
-# (u32), task id (u64), main pickle length (u64), then one u64 length per buffer.
+# The header as the protocol module's docstring draws it: a CRC-32 (u32) of the fixed part,
+# then kind (u8), flags (u8), number of out-of-band buffers (u32), task id (u64), main pickle
+# length (u64); then, when there are buffers, one u64 length per buffer and a CRC-32 of them.
 _CRC = struct.Struct("<I")
 _FIXED = struct.Struct("<BBIQQ")
 _BUFLEN = struct.Struct("<Q")
@@ -38,10 +38,12 @@ def raw_header(
     """A frame header with any field values, even ones the encoder would never write (an
     unknown kind, an absurd length), and a correct checksum: so that the tests of absurd
     lengths reach the length checks rather than stop at the checksum."""
-    head = _FIXED.pack(kind, flags, len(buflens), task_id, main_len) + b"".join(
-        _BUFLEN.pack(n) for n in buflens
-    )
-    return _CRC.pack(zlib.crc32(head)) + head
+    fixed = _FIXED.pack(kind, flags, len(buflens), task_id, main_len)
+    header = _CRC.pack(zlib.crc32(fixed)) + fixed
+    if buflens:
+        table = b"".join(_BUFLEN.pack(n) for n in buflens)
+        header += table + _CRC.pack(zlib.crc32(table))
+    return header
 
 
 def frame_bytes(

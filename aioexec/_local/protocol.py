@@ -7,15 +7,16 @@ Neighbours: the parent's handle of a child (``_local.process``) and the child it
 A frame is a fixed header, a table of out-of-band buffer lengths, the main pickle bytes and
 then the buffers themselves::
 
-    +-------+------+-------+-------+---------+----------+-----------------+------+-----+-----+
-    | crc32 | kind | flags | nbufs | task id | main len | nbufs x buf len | main | buf | ... |
-    |  u32  |  u8  |  u8   |  u32  |   u64   |   u64    |    u64 each     |      |     |     |
-    +-------+------+-------+-------+---------+----------+-----------------+------+-----+-----+
+    +-------+------+-------+-------+---------+----------+-----------------------+------+-----+
+    | crc32 | kind | flags | nbufs | task id | main len | nbufs x buf len, crc32 | main | buf |
+    |  u32  |  u8  |  u8   |  u32  |   u64   |   u64    | u64 each, u32 (nbufs>0)|      | ... |
+    +-------+------+-------+-------+---------+----------+-----------------------+------+-----+
 
-The CRC-32 covers the rest of the header and the length table, so that no corrupted header
-(a child that wrote garbage to its pipe, a flipped bit) is ever trusted: the decoder raises
-:class:`ProtocolError` before it allocates anything for the frame. Bodies are not checked;
-a damaged body fails only its own task, when it is unpickled.
+The first CRC-32 covers the fixed header, and the length table (when there is one) ends with
+its own, so that no corrupted header (a child that wrote garbage to its pipe, a flipped bit)
+is ever trusted, not even its count of buffers: the decoder raises :class:`ProtocolError`
+before it waits for, or allocates, anything that a corrupted field announces. Bodies are not
+checked; a damaged body fails only its own task, when it is unpickled.
 
 Pickle protocol 5 puts large binary payloads out of band, so they are written straight from
 the object's memory (``os.writev`` of the pieces returned by :func:`encode_frame`) and read
@@ -155,10 +156,12 @@ def encode_frame(
         return [_CRC.pack(zlib.crc32(fixed)) + fixed + body]
     lengths = [memoryview(b).nbytes for b in buffers]
     flags = _COPIED if copied and buffers else 0
-    head = _FIXED.pack(kind, flags, len(lengths), task_id, memoryview(body).nbytes)
+    fixed = _FIXED.pack(kind, flags, len(lengths), task_id, memoryview(body).nbytes)
+    header = _CRC.pack(zlib.crc32(fixed)) + fixed
     if lengths:
-        head += b"".join(_BUFLEN.pack(n) for n in lengths)
-    pieces: list[Chunk] = [_CRC.pack(zlib.crc32(head)) + head]
+        table = b"".join(_BUFLEN.pack(n) for n in lengths)
+        header += table + _CRC.pack(zlib.crc32(table))
+    pieces: list[Chunk] = [header]
     if body:
         pieces.append(body)
     pieces.extend(b for b, n in zip(buffers, lengths, strict=True) if n)
@@ -244,25 +247,30 @@ class FrameDecoder:
         """Parse and check the next frame's header; the caller has checked that a fixed
         header is in. False until its length table is in too."""
         pos = self._pos
-        value, flags, nbufs, task_id, main_len = _FIXED.unpack_from(self._buf, pos + _CRC.size)
-        if nbufs > MAX_BUFFERS:
-            raise ProtocolError(
-                f"frame header at stream offset {pos} announces {nbufs} buffers "
-                f"(at most {MAX_BUFFERS}): the stream is corrupted"
-            )
-        need = _HEADER_SIZE + nbufs * _BUFLEN.size
-        if len(self._buf) - pos < need:
-            return False
-        (crc,) = _CRC.unpack_from(self._buf, pos)
-        if zlib.crc32(memoryview(self._buf)[pos + _CRC.size : pos + need]) != crc:
+        buf = self._buf
+        if self._crc(pos, pos + _CRC.size, pos + _HEADER_SIZE):
             raise ProtocolError(
                 f"frame header at stream offset {pos} fails its checksum: the stream is "
                 "corrupted (something other than aioexec wrote to the pipe?)"
             )
+        value, flags, nbufs, task_id, main_len = _FIXED.unpack_from(buf, pos + _CRC.size)
         kind = _KINDS.get(value)
         if kind is None or flags & ~_COPIED:
             raise ProtocolError(f"unknown frame kind {value} (flags {flags}) at offset {pos}")
+        if nbufs > MAX_BUFFERS:
+            raise ProtocolError(
+                f"frame header at stream offset {pos} announces {nbufs} buffers "
+                f"(at most {MAX_BUFFERS})"
+            )
         start = pos + _HEADER_SIZE
+        need = _HEADER_SIZE + (nbufs * _BUFLEN.size + _CRC.size if nbufs else 0)
+        if len(buf) - pos < need:
+            return False
+        if nbufs and self._crc(pos + need - _CRC.size, start, pos + need - _CRC.size):
+            raise ProtocolError(
+                f"the buffer lengths of the frame at stream offset {pos} fail their checksum: "
+                "the stream is corrupted"
+            )
         buflens = (
             [_BUFLEN.unpack_from(self._buf, start + i * _BUFLEN.size)[0] for i in range(nbufs)]
             if nbufs
@@ -279,6 +287,11 @@ class FrameDecoder:
         self._pos += need
         self._head = (kind, task_id, main_len, buflens, flags)
         return True
+
+    def _crc(self, at: int, start: int, end: int) -> bool:
+        """True when the CRC-32 stored at ``at`` does not match bytes ``start:end``."""
+        stored: int = _CRC.unpack_from(self._buf, at)[0]
+        return zlib.crc32(memoryview(self._buf)[start:end]) != stored
 
     def _start_direct_body(self, total: int, reuse: bool) -> None:
         body: bytearray | memoryview | mmap.mmap
