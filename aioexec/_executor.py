@@ -83,6 +83,8 @@ class AsyncProcessExecutor(ExecutorFront):
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
         fallback: Fallback = "thread",
     ) -> None:
+        """Create the executor; no child starts before the first task. The arguments are
+        described in the class docstring."""
         workers = worker_options(
             max_workers,
             initializer,
@@ -93,7 +95,12 @@ class AsyncProcessExecutor(ExecutorFront):
             loop_factory,
         )
         ctx = start_context(mp_context, max_tasks_per_child)
-        child = ChildConfig(workers.initializer, workers.initargs, workers.loop_factory)
+        child = ChildConfig(
+            workers.initializer,
+            workers.initargs,
+            workers.loop_factory,
+            forked=ctx.get_start_method() == "fork",
+        )
         self._mp_context = ctx
         self._local_engine = LocalEngine(
             LocalOptions(workers, ctx, child), name=f"aioexec-manager-{id(self):x}"

@@ -147,24 +147,6 @@ INSTALL_EXTRA = "pip install 'aioexec-pool[cloudpickle]'"
 MOVE_TO_MODULE = "in a module the worker can import"
 GUARD_ADVICE = "if __name__ == '__main__'"
 
-# The library changes these expectations wait for (proposed to the lead; see the report).
-PENDING_RESULT_BY_VALUE = pytest.mark.xfail(
-    strict=True,
-    reason="a child pickles results and exceptions with plain pickle, which cannot send a class "
-    "it received by value; pending: fall back to cloudpickle in the child when it has it loaded",
-)
-PENDING_LAMBDA_BY_VALUE = pytest.mark.xfail(
-    strict=True,
-    reason="LocalEngine.prepare tries plain pickle first; a lambda fails there and goes to the "
-    "thread fallback; pending: retry by value for a callable of an unimportable __main__",
-)
-PENDING_FORK_ADVICE = pytest.mark.xfail(
-    strict=True,
-    reason="a fork child's unpickling advice speaks of re-importing __main__ (or of installing "
-    "cloudpickle); pending: advice that says the fork child has __main__ as it was at the fork",
-)
-
-
 # ------------------------------------------------------------------------------ subprocesses
 
 
@@ -281,7 +263,6 @@ def test_function_defined_in_python_c_after_the_child_started_runs_by_value(
 
 @pytest.mark.usefixtures("cloudpickle_installed")
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
-@PENDING_LAMBDA_BY_VALUE
 def test_lambda_defined_in_python_c_runs_in_a_child(
     reports: Callable[[str], Any], method: str
 ) -> None:
@@ -293,8 +274,8 @@ def test_lambda_defined_in_python_c_runs_in_a_child(
 @pytest.mark.parametrize(
     "method",
     [
-        pytest.param("spawn", marks=PENDING_RESULT_BY_VALUE),
-        pytest.param("forkserver", marks=PENDING_RESULT_BY_VALUE),
+        "spawn",
+        "forkserver",
         "fork",
     ],
 )
@@ -335,7 +316,6 @@ def test_python_c_with_fork_needs_no_cloudpickle(reports: Callable[[str], Any]) 
 
 
 @pytest.mark.parametrize("how", ["python-c", "python-c-without-cloudpickle"])
-@PENDING_FORK_ADVICE
 def test_function_defined_after_a_fork_child_started_fails_with_advice_about_fork(
     reports: Callable[[str], Any], how: str
 ) -> None:
@@ -387,7 +367,6 @@ def test_script_from_stdin_runs_with_fork(reports: Callable[[str], Any], how: st
     assert report["exception_class"]["error"] == "Oops"
 
 
-@PENDING_FORK_ADVICE
 def test_function_defined_in_stdin_script_after_a_fork_child_started_fails_with_advice_about_fork(
     reports: Callable[[str], Any],
 ) -> None:

@@ -58,12 +58,6 @@ def test_help_explains_every_constructor_argument() -> None:
         assert re.search(rf"^ \|\s+{name}: \S", text, re.MULTILINE), f"{name} is not explained"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AsyncProcessExecutor.__init__ has no docstring, so help() shows the one it "
-    "inherits from ThreadPoolExecutor.__init__ (threads, thread_name_prefix); pending: a "
-    "docstring of its own",
-)
 def test_help_does_not_describe_thread_pool_arguments() -> None:
     text = pydoc.render_doc(AsyncProcessExecutor, renderer=pydoc.plaintext)
     assert "thread_name_prefix" not in text

@@ -48,6 +48,7 @@ class ChildConfig(NamedTuple):  # not a dataclass: the child would import datacl
     initargs: tuple[Any, ...]
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
     title: str = ""  # the process title, when setproctitle is installed
+    forked: bool = False  # started by fork: its __main__ is the parent's, as it was then
 
 
 class PipeEnd:
@@ -84,7 +85,7 @@ def main(reader: PipeEnd, writer: PipeEnd, config: ChildConfig) -> None:
         _fail_start(out_fd, exc, "aioexec: the loop_factory failed in a child process:", 1)
         sys.exit(1)
     asyncio.set_event_loop(loop)
-    server = _Server(loop, in_fd, out_fd)
+    server = _Server(loop, in_fd, out_fd, config.forked)
     try:
         try:
             if config.initializer is not None:
@@ -140,7 +141,9 @@ def _set_title(title: str) -> None:
 class _Server:
     """The child's side of its pipes: frames in, answers out."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, in_fd: int, out_fd: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, in_fd: int, out_fd: int, forked: bool
+    ) -> None:
         self._loop = loop
         self._in_fd = in_fd
         self._out_fd = out_fd
@@ -150,7 +153,7 @@ class _Server:
         self._flush_scheduled = False
         self._writer_registered = False
         self._reading = False  # frames of one read are being handled (see _send)
-        self._runtime = WorkerRuntime(loop, self._answer)
+        self._runtime = WorkerRuntime(loop, self._answer, main_inherited=forked)
         self._stopping = False  # STOP received: exit once every task is answered
         self._orphaned = False  # the parent is gone: exit as soon as tasks unwind
         self._finished: asyncio.Future[None] = loop.create_future()

@@ -77,8 +77,17 @@ class LocalEngine:
         kwargs: Mapping[str, Any],
         by_value: bool,
     ) -> Payload:
-        payload = pickle_call(fn, args, kwargs, by_value=by_value)
-        if self._main_by_value and not by_value and b"__main__" in payload.body:
+        if by_value or not self._main_by_value:
+            return pickle_call(fn, args, kwargs, by_value=by_value)
+        try:
+            payload = pickle_call(fn, args, kwargs, by_value=False)
+        except Exception:
+            # What plain pickle cannot send at all (a lambda, a nested function) goes by
+            # value too when this __main__ defined it; anything else follows `fallback`.
+            if getattr(fn, "__module__", None) != "__main__":
+                raise
+            return pickle_call(fn, args, kwargs, by_value=True)
+        if b"__main__" in payload.body:
             payload = pickle_call(fn, args, kwargs, by_value=True)
         return payload
 

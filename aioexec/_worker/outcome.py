@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import pickle
+import sys
 import traceback
 
 __all__ = ["Answer", "add_note", "describe_callable", "dump_exception", "unpickling_advice"]
@@ -82,7 +83,7 @@ def dump_exception(exc: BaseException, note: str = "") -> bytes:
     # pickling cannot touch them and memory is freed.
     exc.__traceback__ = None
     try:
-        pickled: bytes | None = pickle.dumps(exc, protocol=5)
+        pickled: bytes | None = _dumps_exception(exc)
         why = ""
     except BaseException as pickling_error:  # even SystemExit from a __reduce__
         pickled = None
@@ -93,6 +94,18 @@ def dump_exception(exc: BaseException, note: str = "") -> bytes:
     return pickle.dumps(payload, protocol=5)
 
 
+def _dumps_exception(exc: BaseException) -> bytes:
+    """Pickle ``exc``; by value when plain pickle cannot and this worker has cloudpickle
+    loaded (an exception class that came by value, from the parent's ``__main__``)."""
+    try:
+        return pickle.dumps(exc, protocol=5)
+    except Exception:
+        by_value = sys.modules.get("cloudpickle")
+        if by_value is None:
+            raise
+    return by_value.dumps(exc, protocol=5)  # type: ignore[no-any-return]
+
+
 def _safe_str(exc: BaseException) -> str:
     try:
         return str(exc)
@@ -100,12 +113,24 @@ def _safe_str(exc: BaseException) -> str:
         return f"<str() of the {type(exc).__name__} failed>"
 
 
-def unpickling_advice(exc: BaseException, main_path: str | None) -> str:
+def unpickling_advice(exc: BaseException, main_path: str | None, inherited: bool = False) -> str:
     """What to do when a task's call did not unpickle in its worker (``exc``); ``main_path``:
-    the file of the worker's main module, None when it could not re-import it."""
+    the file of the worker's main module, None when it could not re-import it; ``inherited``:
+    the worker's main module is its parent's, as it was when the worker was forked."""
     if not isinstance(exc, (AttributeError, ImportError)):
         return ""
-    if main_path is None:
+    if inherited:
+        where = (
+            "This worker was started with the 'fork' start method: it has the parent's "
+            "__main__ as it was then, so what was defined there later (further down a "
+            "script, in a later notebook cell) does not exist here. "
+        )
+        by_value = (
+            "before the executor starts its workers; or create the executor with "
+            "fallback='cloudpickle' (the cloudpickle extra), which sends functions of "
+            "__main__ by value."
+        )
+    elif main_path is None:
         where = (
             "The parent's __main__ could not be re-imported here (an interactive session, "
             "python -c, or a script read from stdin), so nothing defined there exists in the "

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._cpython import run_first_step_now
-from .codec import dumps, out_of_band
+from .codec import Payload, dumps, out_of_band
 from .outcome import Answer, describe_callable, dump_exception, unpickling_advice
 
 if TYPE_CHECKING:
@@ -90,7 +90,11 @@ async def _await(awaitable: Any) -> Any:
 class WorkerRuntime:
     """The tasks of one worker. Used from its event loop's thread only."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, answer: AnswerFn) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, answer: AnswerFn, main_inherited: bool = False
+    ) -> None:
+        """``main_inherited``: this worker's ``__main__`` is its parent's, as it was when the
+        worker started (a fork), rather than re-imported or absent."""
         self._loop = loop
         self._answer = answer
         # task id -> the asyncio task (coroutines) or future (plain functions) running it
@@ -98,6 +102,7 @@ class WorkerRuntime:
         self._sync_pool: ThreadPoolExecutor | None = None  # made on the first plain function
         main = sys.modules.get("__main__")
         self._main_path: str | None = getattr(main, "__file__", None)
+        self._main_inherited = main_inherited
         self._alone_running = False  # a stoppable call runs: the stop signal raises in it
         self._stop_pending = False  # a stop came while none ran
 
@@ -106,7 +111,7 @@ class WorkerRuntime:
         try:
             return pickle.loads(body, buffers=buffers)
         except BaseException as exc:
-            advice = unpickling_advice(exc, self._main_path)
+            advice = unpickling_advice(exc, self._main_path, self._main_inherited)
             self._answer(Answer.UNDELIVERABLE, task_id, dump_exception(exc, advice))
             return None
 
@@ -229,7 +234,7 @@ def pack_result(task_id: int, fn: Callable[..., Any], result: object) -> tuple[A
             sent, wrapped = out_of_band(result)
         else:
             (sent,), wrapped = out_of_band((result,))
-        payload = dumps(sent, wrapped)
+        payload = _dumps_result(sent, wrapped)
     except BaseException as exc:
         note = (
             f"aioexec: the result of {describe_callable(fn)} ({type(result).__name__}) could "
@@ -238,6 +243,19 @@ def pack_result(task_id: int, fn: Callable[..., Any], result: object) -> tuple[A
         )
         return Answer.ERROR, task_id, dump_exception(exc, note)
     return (Answer.RESULT, task_id, *payload)
+
+
+def _dumps_result(sent: object, wrapped: int) -> Payload:
+    """Pickle a result; what plain pickle cannot send goes by value when this worker has
+    cloudpickle loaded: it received a call by value, so the parent has cloudpickle too, and
+    a class that came by value (defined in the parent's __main__) can only go back so."""
+    try:
+        return dumps(sent, wrapped)
+    except Exception:
+        by_value = sys.modules.get("cloudpickle")
+        if by_value is None:
+            raise
+    return dumps(sent, wrapped, by_value)
 
 
 def _call_and_pack(task_id: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> tuple[Any, ...]:
