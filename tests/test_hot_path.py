@@ -40,7 +40,7 @@ def test_a_send_interrupted_by_keyboardinterrupt_leaves_the_executor_working(
     assert executor.submit(helpers.async_double, 1).result(TIMEOUT) == 2  # a child with room
     real_send_now = ChildProcess.send_now
 
-    def interrupted(self: ChildProcess, pieces: list) -> bool:  # type: ignore[type-arg]
+    def interrupted(self: ChildProcess, pieces: list, task: object) -> bool:  # type: ignore[type-arg]
         monkeypatch.setattr(ChildProcess, "send_now", real_send_now)
         raise KeyboardInterrupt
 

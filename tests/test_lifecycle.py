@@ -21,9 +21,11 @@ import textwrap
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import faults
+import helpers
 import pytest
 
 import aioexec
@@ -241,3 +243,39 @@ def test_executor_cycles_leave_no_threads_processes_or_fds(start_method):
         faults.descendants(os.getpid()) - processes
     )
     assert _fd_count() <= fds + 3, f"{fds} descriptors before, {_fd_count()} after"
+
+
+def test_a_task_written_to_a_child_that_just_died_runs_on_another_child(
+    make_executor: Callable[..., AsyncProcessExecutor],
+) -> None:
+    """A child killed before the executor noticed: a task sent to it meanwhile finds its pipe
+    closed, so it cannot have run there, and it runs on a replacement instead of failing."""
+    ex = make_executor(1)
+    assert ex.submit(helpers.double, 1).result(TIMEOUT) == 2
+    [victim] = ex._processes
+    held, holding = threading.Event(), threading.Event()
+
+    def hold_the_manager_thread(_: object) -> None:  # done-callbacks run in that thread
+        holding.set()
+        held.wait(TIMEOUT)
+
+    ex.submit(helpers.double, 2).add_done_callback(hold_the_manager_thread)
+    assert holding.wait(TIMEOUT)
+    os.kill(victim, signal.SIGKILL)
+    helpers.wait_until(lambda: _is_dead(victim), TIMEOUT)  # the executor is not told yet
+    late = ex.submit(helpers.double, 21)  # written by this thread to the dead child's pipe
+    held.set()
+    assert late.result(TIMEOUT) == 42
+    assert victim not in ex._processes
+
+
+def _is_dead(pid: int) -> bool:
+    """Exited, its descriptors closed: gone (a forkserver reaped it), or a zombie whose threads
+    have all exited (a zombie leader's other threads still hold its descriptors)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z" and threads == [str(pid)]

@@ -100,7 +100,7 @@ class Task:
     """One call on its way to a worker: its future, the call as the engine prepared it
     (``Engine.prepare``), whether it is a coroutine function, and its options."""
 
-    __slots__ = ("call", "future", "is_async", "options")
+    __slots__ = ("call", "future", "is_async", "options", "resend")
 
     def __init__(
         self,
@@ -113,6 +113,9 @@ class Task:
         self.call = call
         self.is_async = is_async
         self.options = options
+        # Sent once to a worker that, it turned out, could not have received it (a closed
+        # pipe): its future is running already; an engine sends it again, elsewhere.
+        self.resend = False
 
     @property
     def stoppable(self) -> bool:

@@ -241,7 +241,9 @@ class LocalEngine:
         try:
             # A future cancelled meanwhile is dropped: it never runs. A full pipe is left to
             # the manager thread, which waits for room.
-            if task.future.start_running() and not child.send_now(pool.task_frame(child, task)):
+            if task.future.start_running() and not child.send_now(
+                pool.task_frame(child, task), task
+            ):
                 manager.mailbox.wakeup.notify()
         except BaseException:
             self._abandon(manager, child, task)

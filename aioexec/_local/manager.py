@@ -219,8 +219,8 @@ class Manager:
                 if child is None:
                     break
                 task = queue.popleft()
-                if task.future.start_running():
-                    child.send(pool.task_frame(child, task))
+                if task.resend or task.future.start_running():
+                    child.send(pool.task_frame(child, task), task)
                     options = task.options
                     if options is not None:
                         child.stop_grace = options.grace
@@ -297,6 +297,7 @@ class Manager:
                 child.send(encode_frame(Kind.STOP))
 
     def _flush(self) -> None:
+        resent = False
         for child in self.pool.children.values():
             if child.out and not child.write_blocked and not child.flush():
                 child.write_blocked = True
@@ -305,6 +306,23 @@ class Manager:
                     selectors.EVENT_WRITE,
                     functools.partial(self._on_writable, child),
                 )
+            if child.undelivered:
+                self._resend(child)
+                resent = True
+        if resent:
+            self.dispatch()
+            self._flush()
+
+    def _resend(self, child: ChildProcess) -> None:
+        """Queue again, first and in order, the tasks that ``child``'s closed pipe never
+        took: they cannot have run, so they go to another child (at most once each)."""
+        pool = self.pool
+        for task in reversed(child.undelivered):
+            if task.future.task_id in child.running:
+                pool.take_running(child, task.future.task_id)
+            task.resend = True
+            pool.queue_for(task).appendleft(task)
+        child.undelivered.clear()
 
     def _on_writable(self, child: ChildProcess) -> None:
         if child.worker_id in self.pool.children and child.flush():
@@ -335,6 +353,8 @@ class Manager:
         if child.worker_id not in self.pool.children:
             return
         self._selector.unregister(child.sentinel)
+        if child.undelivered:  # before its other tasks fail: these never reached it
+            self._resend(child)
         self.answers.on_exit(child)
         for fd in (child.read_fd, child.write_fd):
             try:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 
-from .._front.engine import EngineFuture, WorkerId
+from .._front.engine import EngineFuture, Task, WorkerId
 from . import forks
 from .child import ChildConfig, PipeEnd, main
 from .pipeio import SCRATCH_SIZE, read_once, write_all
@@ -65,6 +65,7 @@ class ChildProcess:
         self.replaced: str | None = None  # how the child it replaced ended (for stats)
         self.tasks_sent = 0  # counts towards max_tasks_per_child
         self.write_blocked = False  # the pipe was full; the manager waits for writability
+        self.undelivered: list[Task] = []  # tasks never written whole to its closed pipe
         self.init_failed = False  # it sent INIT_FAILED: its exit breaks the executor
         self.watched = True  # the manager's selector watches read_fd (see _local.lease)
         self.eof = False  # read_fd reached end of file
@@ -104,14 +105,16 @@ class ChildProcess:
     def in_flight(self) -> int:
         return len(self.running)
 
-    def send(self, pieces: list[Chunk]) -> None:
-        self.out.append(pieces)
+    def send(self, pieces: list[Chunk], task: Task | None = None) -> None:
+        """Queue a frame (``task``: the task it carries, if any) for the manager to write."""
+        self.out.append(pieces, task)
 
-    def send_now(self, pieces: list[Chunk]) -> bool:
-        """Queue a frame and write what the pipe takes at once; False when some of it must
-        wait for the pipe to drain (the manager thread then watches it)."""
+    def send_now(self, pieces: list[Chunk], task: Task) -> bool:
+        """Queue a task's frame and write what the pipe takes at once; False when the manager
+        thread must act: some of it waits for the pipe to drain, or the pipe turned out
+        closed and the task must go to another child (see :meth:`flush`)."""
         if self.write_blocked:
-            self.out.append(pieces)
+            self.out.append(pieces, task)
             return True  # the manager already waits for room
         if not self.out and len(pieces) == 1:
             piece = pieces[0]
@@ -119,22 +122,31 @@ class ChildProcess:
                 written = os.write(self.write_fd, piece)
             except BlockingIOError:
                 written = 0
-            except OSError:  # EPIPE: the child died; its sentinel will tell the manager
-                return True
+            except OSError:  # EPIPE: nothing of it was written
+                self.out.append(pieces, task)
+                self.flush()
+                return False
             if written == len(piece):
                 return True
             pieces = [memoryview(piece)[written:]]
-        self.out.append(pieces)
-        return self.flush()
+        self.out.append(pieces, task)
+        return self.flush() and not self.undelivered
 
     def flush(self) -> bool:
-        """Write what the pipe takes; True when everything queued is written."""
+        """Write what the pipe takes; True when nothing is left to write.
+
+        EPIPE: the child died (its sentinel will tell the manager). The tasks whose frames
+        were not completely written can never have reached it: they go to ``undelivered``,
+        for the manager to send to another child; those written in full may have run, and
+        fail with the child."""
         try:
             write_all(self.write_fd, self.out)
         except BlockingIOError:
             return False
-        except OSError:  # EPIPE: the child died; its sentinel will tell the manager
+        except OSError:
+            self.undelivered += self.out.unwritten()  # type: ignore[arg-type]
             self.out = OutBuffer()
+            self.state = ChildState.RETIRING  # no more work for it
         return True
 
     def read(

@@ -326,23 +326,37 @@ class FrameDecoder:
 
 
 class OutBuffer:
-    """Frames waiting to be written; hands out pieces for one ``writev`` at a time."""
+    """Frames waiting to be written; hands out pieces for one ``writev`` at a time.
+
+    A frame may be appended with a tag (the parent tags each task's frame with its task):
+    :meth:`unwritten` then tells which tagged frames were not completely written, which is
+    what a reader that went away can never have received."""
 
     def __init__(self, max_pieces: int = 1024) -> None:
         self._pieces: deque[memoryview] = deque()
         self._max = max_pieces  # stays below the system's IOV_MAX
         self.nbytes = 0
+        self._appended = 0  # bytes appended so far
+        self._written = 0  # bytes consumed so far
+        self._marks: deque[tuple[int, object]] = deque()  # (end offset, tag) of tagged frames
 
     def __bool__(self) -> bool:
         return bool(self._pieces)
 
-    def append(self, pieces: Sequence[Chunk]) -> None:
+    def append(self, pieces: Sequence[Chunk], tag: object = None) -> None:
         for p in pieces:
             view = memoryview(p)
             if view.format != "B" or view.ndim != 1:
                 view = view.cast("B")  # so that consume() can slice it by bytes
             self._pieces.append(view)
             self.nbytes += view.nbytes
+            self._appended += view.nbytes
+        if tag is not None:
+            self._marks.append((self._appended, tag))
+
+    def unwritten(self) -> list[object]:
+        """The tags of the frames not completely written yet, in order."""
+        return [tag for _, tag in self._marks]
 
     def pending(self) -> list[memoryview]:
         """The next pieces to write, in order (at most ``max_pieces``)."""
@@ -353,6 +367,10 @@ class OutBuffer:
     def consume(self, nbytes: int) -> None:
         """Forget the first ``nbytes`` bytes, which the caller has written."""
         self.nbytes -= nbytes
+        self._written += nbytes
+        marks = self._marks
+        while marks and marks[0][0] <= self._written:
+            marks.popleft()
         pieces = self._pieces
         while nbytes:
             head = pieces[0]
