@@ -7,10 +7,14 @@ receiver turns them into a ``bytes`` object, one of these ways:
 
 =====================  =====================================================================
 ``current``            ``bytearray(N)`` (malloc + memset), ``readv`` into it, then the copy
-                       that unpickling ``bytes(buffer)`` makes: what aioexec does today for a
-                       body above ``REUSE_MAX`` (64 MiB)
-``mmap-thp``           a private anonymous ``mmap`` with ``MADV_HUGEPAGE`` as the receive
-                       buffer (no memset: the kernel's pages are zero), then the same copy
+                       that unpickling ``bytes(buffer)`` makes: what aioexec did before the
+                       redesign for a body above ``REUSE_MAX`` (64 MiB)
+``mmap``               ``mmap.mmap(-1, N)`` as the receive buffer (no memset: the kernel's
+                       pages are zero; Python's default flags make it a *shared* mapping,
+                       backed by shmem), then the same copy: aioexec's decoder since the
+                       redesign (bodies from 1 MiB that are not reused)
+``mmap-thp``           a *private* anonymous ``mmap`` with ``MADV_HUGEPAGE`` as the receive
+                       buffer, then the same copy
 ``prealloc``           ``PyBytes_FromStringAndSize(NULL, N)``: a ``bytes`` whose storage is
                        not initialised, read into directly (through a writable ``ctypes``
                        view of its storage); unpickling would hand back this very object
@@ -49,7 +53,7 @@ _new_bytes.restype = ctypes.py_object
 _new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
 _DATA_OFFSET = bytes.__basicsize__ - 1  # where a bytes object's data starts (ob_sval)
 
-WAYS = ("current", "mmap-thp", "prealloc", "prealloc-thp", "prealloc-populate", "floor")
+WAYS = ("current", "mmap", "mmap-thp", "prealloc", "prealloc-thp", "prealloc-populate", "floor")
 
 
 def writable_bytes(n: int, advice: tuple[int, ...] = ()) -> tuple[bytes, memoryview]:
@@ -77,9 +81,12 @@ def receive(fd: int, n: int, way: str, reused: bytearray) -> object:
         buf = bytearray(n)
         _read_into(fd, memoryview(buf))
         return bytes(memoryview(buf))
-    if way == "mmap-thp":
-        m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        m.madvise(mmap.MADV_HUGEPAGE)
+    if way.startswith("mmap"):
+        if way == "mmap":
+            m = mmap.mmap(-1, n)
+        else:
+            m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            m.madvise(mmap.MADV_HUGEPAGE)
         with memoryview(m) as view:
             _read_into(fd, view)
             out = bytes(view)
