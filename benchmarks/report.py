@@ -43,17 +43,21 @@ class Row:
     floor: tuple[str, str | None] | None = None
     peers: bool = True
     floor_ratios: bool = False  # followed by a row of each engine's ratio to the floor
+    scale: float = 1.0  # shown multiplied by this (µs per round trip of 1 GiB: in ms)
 
 
-def _cpu_rows(workload: str, what: str, floor_workload: str | None) -> tuple[Row, ...]:
+def _cpu_rows(
+    workload: str, what: str, floor_workload: str | None, ms: bool = False
+) -> tuple[Row, ...]:
     """The parent's and the children's CPU per task of a workload, from /proc [8]."""
     return tuple(
         Row(
             workload,
-            f"  {what}: {side} CPU (µs) [8]",
+            f"  {what}: {side} CPU ({'ms' if ms else 'µs'}) [8]",
             False,
             extra=f"cpu_us.{side}",
             floor=(floor_workload, f"cpu_us.{side}") if floor_workload else None,
+            scale=1e-3 if ms else 1.0,
         )
         for side in ("parent", "children")
     )
@@ -84,7 +88,7 @@ def _big_rows(workload: str, index: int) -> tuple[Row, ...]:
             extra="child_peak_mib",
             floor=(workload, "child_peak_mib"),
         ),
-        *_cpu_rows(workload, "per round trip", workload),
+        *_cpu_rows(workload, "per round trip", workload, ms=True),
     )
 
 
@@ -407,7 +411,8 @@ def cell_text(results: Results, row: Row, engine: str) -> str:
         return "-"
     status = res.get("status")
     if status == "ok":
-        return fmt(cell_value(results, row.workload, engine, row.extra))
+        value = cell_value(results, row.workload, engine, row.extra)
+        return fmt(value * row.scale if value is not None else None)
     return {"timeout": "TIMEOUT", "error": "ERROR"}.get(str(status), "n/a")
 
 
@@ -443,7 +448,7 @@ def render(results: Results, meta: dict[str, Any], engines: list[str]) -> str:
         if row.workload not in results:
             continue
         floor = floor_value(results, row)
-        text = f"{label(row, meta):<46}{fmt(floor):>9}"
+        text = f"{label(row, meta):<46}{fmt(floor * row.scale if floor else floor):>9}"
         text += "".join(f"{cell_text(results, row, e):>9}" for e in engines)
         a = cell_value(results, row.workload, "aioexec", row.extra)
         b = cell_value(results, row.workload, PPE, row.extra)
