@@ -8,6 +8,14 @@ and the pool's children and the HTTP server inherit that session, so
 
 is the CPU that the rest of the machine took while a sample was measured. Linux only; on
 other systems :func:`snapshot` returns None and nothing is filtered.
+
+The CPU *each* process of the session used during a sample (:func:`usage`, :func:`per_task`)
+is read in nanoseconds from ``/proc/<pid>/task/<tid>/schedstat`` (time on a CPU, and time
+spent runnable but waiting for one), summed over the process's threads: ``/proc/<pid>/stat``
+counts in clock ticks (10 ms here), too coarse for the 20 - 100 µs that one task costs, and
+on these virtual machines its split of ticks into user and system time is a sample, not a
+measurement. A thread that exits between two readings takes its time with it; the pools'
+threads live as long as the pools, so this only matters around start-up and shutdown.
 """
 
 from __future__ import annotations
@@ -44,6 +52,98 @@ def _session_cpu(sid: int) -> dict[int, int]:
         if int(fields[3]) == sid:  # field 6 (session), counted from the state field (3)
             out[int(name)] = int(fields[11]) + int(fields[12])
     return out
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        if int(s[s.rindex(")") + 2 :].split()[3]) == sid:
+            pids.append(int(name))
+    return pids
+
+
+def process_ns(pid: int) -> tuple[int, int] | None:
+    """(ns on a CPU, ns runnable but waiting for a CPU) of process ``pid``, summed over its
+    live threads; None if it is gone or the kernel has no schedstat."""
+    run = wait = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                fields = f.read().split()
+            run += int(fields[0])
+            wait += int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return run, wait
+
+
+class Usage(NamedTuple):
+    """Per-process CPU of this session at one moment: pid -> (run ns, wait ns)."""
+
+    me: int
+    ns: dict[int, tuple[int, int]]
+
+
+def usage() -> Usage | None:
+    """Read the CPU of every process of this session (this one, the pool's workers, their
+    helpers such as a resource tracker, the HTTP server); None where there is no /proc."""
+    try:
+        pids = _session_pids(os.getsid(0))
+    except OSError:
+        return None
+    ns = {pid: got for pid in pids if (got := process_ns(pid)) is not None}
+    return Usage(os.getpid(), ns) if os.getpid() in ns else None
+
+
+def per_task(
+    a: Usage | None, b: Usage | None, tasks: int, exclude: tuple[int, ...] = ()
+) -> dict[str, float]:
+    """CPU per task (µs) between two readings: ``parent`` (this process, all its threads),
+    ``children`` (every other process of the session but ``exclude``, e.g. the HTTP
+    server), and the time each side spent waiting for a CPU (``*_wait``: how much the
+    machine's other load delayed it). Processes that started in between count from zero;
+    processes that ended in between are lost (their numbers would be gone with them)."""
+    if a is None or b is None or tasks <= 0:
+        return {}
+    parent = children = parent_wait = children_wait = 0
+    for pid, (run, wait) in b.ns.items():
+        if pid in exclude:
+            continue
+        run0, wait0 = a.ns.get(pid, (0, 0))
+        if pid == b.me:
+            parent, parent_wait = run - run0, wait - wait0
+        else:
+            children += run - run0
+            children_wait += wait - wait0
+    k = 1e-3 / tasks
+    return {
+        "parent": round(parent * k, 2),
+        "children": round(children * k, 2),
+        "total": round((parent + children) * k, 2),
+        "parent_wait": round(parent_wait * k, 2),
+        "children_wait": round(children_wait * k, 2),
+    }
+
+
+def median_per_task(samples: list[dict[str, float]]) -> dict[str, float]:
+    """Key by key median of :func:`per_task` results (empty ones skipped)."""
+    import statistics
+
+    samples = [s for s in samples if s]
+    if not samples:
+        return {}
+    return {k: round(statistics.median(s[k] for s in samples), 2) for k in samples[0]}
 
 
 def snapshot() -> Snapshot | None:
@@ -118,3 +218,29 @@ def clean_median(log: list[dict[str, Any]], key: str, **extra: Any) -> Result:
     if not clean:
         result["extra"]["warning"] = "every sample overlapped other load on the machine"
     return result
+
+
+def peak_rss(pid: int) -> int | None:
+    """Peak resident set size of process ``pid`` in bytes (``VmHWM`` of
+    ``/proc/<pid>/status``, since the process started), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+async def repeat_per_task(
+    repeats: int, once: Callable[[], Awaitable[float]], tasks: int
+) -> tuple[list[float], list[dict[str, float]]]:
+    """Run ``once`` ``repeats`` times; return its measurements and, for each, the CPU per
+    task (:func:`per_task`) of ``tasks`` tasks, read around it (outside its timing)."""
+    samples, cpu = [], []
+    for _ in range(max(1, repeats)):
+        a = usage()
+        samples.append(await once())
+        cpu.append(per_task(a, usage(), tasks))
+    return samples, cpu

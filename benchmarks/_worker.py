@@ -19,11 +19,31 @@ from typing import Any
 
 from benchmarks._common import FULL, QUICK
 from benchmarks.engines import ENGINES, NotSupported, make_engine
-from benchmarks.workloads import WORKLOADS, run_workload
+from benchmarks.workloads import WORKLOADS, run_floor, run_workload
+
+
+async def measure_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the workload's floor (``floors``) and turn the outcome into a result dict."""
+    out: dict[str, Any] = {"engine_settings": {"start_method": args.start_method}}
+    try:
+        p = QUICK if args.quick else FULL
+        out.update(await run_floor(args.workload, p, args.repeats, args.start_method))
+        out["status"] = "ok"
+    except NotSupported as exc:
+        out.update(status="n/a", reason=str(exc))
+    except Exception as exc:
+        out.update(
+            status="error",
+            reason=f"{type(exc).__name__}: {exc}"[:300],
+            traceback=traceback.format_exc(),
+        )
+    return out
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Build the engine, run the workload, and turn every outcome into a result dict."""
+    if args.engine == "floor":
+        return await measure_floor(args)
     engine = make_engine(
         args.engine, args.workers, args.start_method, args.child_concurrency, args.uvloop
     )
@@ -51,7 +71,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--engine", choices=ENGINES, required=True)
+    parser.add_argument("--engine", choices=(*ENGINES, "floor"), required=True)
     parser.add_argument("--workload", choices=list(WORKLOADS), required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--quick", action="store_true")

@@ -19,6 +19,7 @@ import concurrent.futures
 import importlib
 import inspect
 import multiprocessing
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -48,6 +49,7 @@ class Engine:
         self.start_method = start_method
         self.child_concurrency = slots
         self.use_uvloop = use_uvloop
+        self.pids: set[int] = set()  # the workers that answered warm()
 
     @property
     def slots(self) -> int:
@@ -99,16 +101,23 @@ class Engine:
         """Whether one dead worker breaks the whole pool (then :meth:`restart` is needed)."""
         return False
 
-    async def warm(self) -> None:
-        """Run enough tasks that every worker has started and answered."""
+    async def warm(self, hold_s: float = 0.0, deadline_s: float = 120.0) -> set[int]:
+        """Run batches of tasks until every worker has started and answered (or the deadline
+        passed); return the workers' pids, also kept in ``self.pids``.
+
+        ``hold_s``: each task holds its worker that long first, so that the workers that
+        started first cannot take a whole batch while a large pool's last ones start."""
         pids: set[int] = set()
-        getpid = self.fn("getpid")
-        for _ in range(50):
-            batch = [self.call(getpid) for _ in range(self.workers * max(2, self.slots))]
+        fn, args = (self.fn("getpid_after"), (hold_s,)) if hold_s else (self.fn("getpid"), ())
+        end = time.monotonic() + deadline_s
+        while True:
+            batch = [self.call(fn, *args) for _ in range(self.workers * max(2, self.slots))]
             pids.update(await asyncio.gather(*batch))
-            if len(pids) >= self.workers:
-                return
+            if len(pids) >= self.workers or time.monotonic() > end:
+                break
             await asyncio.sleep(0.05)
+        self.pids = pids
+        return pids
 
 
 class _ExecutorEngine(Engine):

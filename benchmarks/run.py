@@ -200,6 +200,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--no-floors", dest="floors", action="store_false", help="skip the floors (floors.py)"
+    )
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -253,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "uvloop": args.uvloop,
         "engines": args.engine_list,
         "workloads": args.workload_list,
+        "floors": args.floors,
         "loadavg_start": loadavg(),
     }
     from benchmarks._common import FULL, QUICK
@@ -269,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         shift = index % len(args.engine_list)
         order = args.engine_list[shift:] + args.engine_list[:shift]
         meta["order"][workload] = order
+        if args.floors and WORKLOADS[workload].floor is not None:
+            order = [report.FLOOR, *order]  # the floor first: cheap, and the same for all
         for engine in order:
             if engine in missing:
                 res: dict[str, Any] = {"status": "n/a", "reason": missing[engine]}
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 else f"{res['status']} {res.get('reason', '')}"[:100]
             )
             print(
-                f"  {workload:<11}{SHORT[engine]:<9}{shown}  ({res.get('wall_s', 0)} s)",
+                f"  {workload:<12}{report.short(engine):<9}{shown}  ({res.get('wall_s', 0)} s)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -289,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     print(report.render(results, meta, args.engine_list))
     stem = f"{now:%Y-%m-%d}-{platform.python_implementation().lower()}{py}"
     stem += "-quick" if args.quick else ""
-    partial = args.workload_list != list(WORKLOADS) or args.engine_list != list(ENGINES)
+    partial = (
+        args.workload_list != list(WORKLOADS)
+        or args.engine_list != list(ENGINES)
+        or not args.floors
+    )
     stem += "-partial" if partial else ""  # a subset never overwrites a whole run
     path = args.out_dir / f"{stem}.json"
     report.write_json(path, results, meta)

@@ -39,6 +39,19 @@ async def getpid_async(_: int = 0) -> int:
     return os.getpid()
 
 
+def getpid_after(seconds: float) -> int:
+    """Hold the worker for ``seconds``, then return its process id: a batch of these reaches
+    every worker of a large pool (a worker busy with one cannot take the others)."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+async def getpid_after_async(seconds: float) -> int:
+    """Coroutine twin of :func:`getpid_after`."""
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+
 # ---- sleeping ------------------------------------------------------------------------------
 
 
@@ -81,6 +94,22 @@ def spin(n: int) -> int:
 async def spin_async(n: int) -> int:
     """Coroutine wrapper of :func:`spin` for engines that accept only coroutines."""
     return spin(n)
+
+
+def spin_report(n: int) -> tuple[int, float, float]:
+    """:func:`spin`, reporting who ran it and when: (pid, start, end) on CLOCK_MONOTONIC
+    (``time.perf_counter`` on Linux), a clock every process shares, so the parent can lay
+    the children's work on one time line."""
+    start = time.perf_counter()
+    spin(n)
+    return os.getpid(), start, time.perf_counter()
+
+
+async def spin_report_async(n: int) -> tuple[int, float, float]:
+    """Coroutine twin of :func:`spin_report`: CPU-bound, it never awaits."""
+    start = time.perf_counter()
+    spin(n)
+    return os.getpid(), start, time.perf_counter()
 
 
 # ---- HTTP ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import _cpuacct, tasks, workloads_more
+from benchmarks import _cpuacct, floors, tasks, workloads_big, workloads_more
 from benchmarks._common import Params, Result, median_result, repeat, running, timed
 from benchmarks.engines import Engine, NotSupported
 
@@ -31,7 +31,10 @@ async def latency(engine: Engine, p: Params, repeats: int) -> Result:
                 await engine.call(noop, i)
             return (time.perf_counter() - t0) / p.latency_calls * 1e6
 
-        return median_result(await repeat(repeats, once), calls=p.latency_calls)
+        samples, cpu = await _cpuacct.repeat_per_task(repeats, once, p.latency_calls)
+        return median_result(
+            samples, calls=p.latency_calls, cpu_us=_cpuacct.median_per_task(cpu), cpu_log=cpu
+        )
 
 
 async def throughput(engine: Engine, p: Params, repeats: int) -> Result:
@@ -45,7 +48,10 @@ async def throughput(engine: Engine, p: Params, repeats: int) -> Result:
             )
             return p.throughput_n / elapsed
 
-        return median_result(await repeat(repeats, once), n=p.throughput_n)
+        samples, cpu = await _cpuacct.repeat_per_task(repeats, once, p.throughput_n)
+        return median_result(
+            samples, n=p.throughput_n, cpu_us=_cpuacct.median_per_task(cpu), cpu_log=cpu
+        )
 
 
 async def throughput_map(engine: Engine, p: Params, repeats: int) -> Result:
@@ -58,7 +64,14 @@ async def throughput_map(engine: Engine, p: Params, repeats: int) -> Result:
             return p.throughput_n / elapsed
 
         chunks = p.map_chunksize if engine.name != "aiomultiprocess" else None
-        return median_result(await repeat(repeats, once), n=p.throughput_n, chunksize=chunks)
+        samples, cpu = await _cpuacct.repeat_per_task(repeats, once, p.throughput_n)
+        return median_result(
+            samples,
+            n=p.throughput_n,
+            chunksize=chunks,
+            cpu_us=_cpuacct.median_per_task(cpu),
+            cpu_log=cpu,
+        )
 
 
 async def throughput_amap(engine: Engine, p: Params, repeats: int) -> Result:
@@ -70,8 +83,13 @@ async def throughput_amap(engine: Engine, p: Params, repeats: int) -> Result:
             elapsed = await timed(engine.amap(noop, range(p.throughput_n), p.map_chunksize))
             return p.throughput_n / elapsed
 
+        samples, cpu = await _cpuacct.repeat_per_task(repeats, once, p.throughput_n)
         return median_result(
-            await repeat(repeats, once), n=p.throughput_n, chunksize=p.map_chunksize
+            samples,
+            n=p.throughput_n,
+            chunksize=p.map_chunksize,
+            cpu_us=_cpuacct.median_per_task(cpu),
+            cpu_log=cpu,
         )
 
 
@@ -111,8 +129,13 @@ async def payload(engine: Engine, p: Params, repeats: int) -> Result:
                     raise RuntimeError("payload came back truncated")
             return 2 * p.payload_bytes * p.payload_trips / (time.perf_counter() - t0) / 1e6
 
+        samples, cpu = await _cpuacct.repeat_per_task(repeats, once, p.payload_trips)
         return median_result(
-            await repeat(repeats, once), trips=p.payload_trips, bytes=p.payload_bytes
+            samples,
+            trips=p.payload_trips,
+            bytes=p.payload_bytes,
+            cpu_us=_cpuacct.median_per_task(cpu),
+            cpu_log=cpu,
         )
 
 
@@ -130,12 +153,28 @@ def calibrate_spin(seconds: float) -> int:
 async def cpu(engine: Engine, p: Params, repeats: int) -> Result:
     """Speed-up of ``cpu_tasks`` pure-Python loops over running them serially in-process.
 
+    aioexec and aiomultiprocess run them as coroutines that never await, ProcessPoolExecutor
+    and loky as plain functions (``cpu_plain``: aioexec with plain functions).
+
     The serial reference is timed right before each parallel run. On a shared machine other
     processes can take a core during either; a sample during which they used more than
     ``_cpuacct.OTHERS_MAX`` of the machine measures them, not the pool, so it is set aside
-    and another is taken (up to ``4 x repeats``). The value is the median of the clean ones."""
+    and another is taken (up to ``4 x repeats``). The value is the median of the clean ones.
+
+    Each task reports its process and when it ran (``tasks.spin_report``), so every sample
+    records how many tasks each child ran, when each child finished, and how long it was busy:
+    the distribution of the work over the children, which the speed-up alone hides."""
+    return await _cpu(engine, p, repeats, engine.fn("spin_report"))
+
+
+async def cpu_plain(engine: Engine, p: Params, repeats: int) -> Result:
+    """:func:`cpu` with plain functions (``def``), for aioexec: the same work as
+    ProcessPoolExecutor's and loky's in ``cpu``."""
+    return await _cpu(engine, p, repeats, tasks.spin_report)
+
+
+async def _cpu(engine: Engine, p: Params, repeats: int, fn: Callable[..., Any]) -> Result:
     n = calibrate_spin(p.cpu_task_s)
-    fn = engine.fn("spin")
     async with running(engine):
 
         async def once() -> dict[str, Any]:
@@ -145,9 +184,9 @@ async def cpu(engine: Engine, p: Params, repeats: int) -> Result:
                 tasks.spin(n)
             serial = time.perf_counter() - t0
             b = _cpuacct.snapshot()
-            parallel = await timed(
-                asyncio.gather(*(engine.call(fn, n) for _ in range(p.cpu_tasks)))
-            )
+            t1 = time.perf_counter()
+            reports = await asyncio.gather(*(engine.call(fn, n) for _ in range(p.cpu_tasks)))
+            parallel = time.perf_counter() - t1
             others = (_cpuacct.others_ms(a, b), _cpuacct.others_ms(b, _cpuacct.snapshot()))
             clean = _cpuacct.is_clean(others[0], serial) and _cpuacct.is_clean(others[1], parallel)
             return {
@@ -156,13 +195,34 @@ async def cpu(engine: Engine, p: Params, repeats: int) -> Result:
                 "parallel_s": parallel,
                 "others_ms": others,
                 "clean": clean,
+                "children": _distribution(reports, t1),
             }
 
         log = await _cpuacct.sample_until_clean(once, repeats)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return _cpuacct.clean_median(
+    result = _cpuacct.clean_median(
         log, "speedup", iterations=n, tasks=p.cpu_tasks, ideal=min(engine.workers, cores or 1)
     )
+    result["extra"]["kind"] = "coroutine" if asyncio.iscoroutinefunction(fn) else "plain"
+    return result
+
+
+def _distribution(reports: list[tuple[int, float, float]], t0: float) -> list[dict[str, Any]]:
+    """Per child (busiest first): tasks run, ms busy, and ms after ``t0`` of its first start
+    and last end."""
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for pid, start, end in reports:
+        by_pid.setdefault(pid, []).append((start, end))
+    out = [
+        {
+            "tasks": len(spans),
+            "busy_ms": round(sum(e - s for s, e in spans) * 1e3, 1),
+            "first_start_ms": round((min(s for s, _ in spans) - t0) * 1e3, 1),
+            "last_end_ms": round((max(e for _, e in spans) - t0) * 1e3, 1),
+        }
+        for spans in by_pid.values()
+    ]
+    return sorted(out, key=lambda c: -c["tasks"])
 
 
 async def startup(engine: Engine, p: Params, repeats: int) -> Result:
@@ -197,22 +257,57 @@ class Workload:
     timeout: float
     engines: tuple[str, ...] | None = None  # None: every engine
     why_not: str = ""
+    # Measured in the same run, in a cell of its own (engine "floor"); rows of other
+    # workloads may compare themselves to it too (report.Row.floor).
+    floor: floors.FloorFn | None = None
+
+
+def _pipe_floor(size: Callable[[Params], int]) -> floors.FloorFn:
+    async def floor(p: Params, repeats: int, start_method: str) -> Result:
+        nbytes = size(p)
+        return await floors.pipe(nbytes, floors.payload_trips(p, nbytes), repeats, start_method)
+
+    return floor
+
+
+def _big(index: int) -> Workload:
+    return Workload(
+        workloads_big.big_payload(index),
+        (300, 600, 1200)[index],
+        floor=_pipe_floor(lambda p: p.big_payload_mib[index] << 20),
+    )
+
+
+def _scale(index: int) -> Workload:
+    return Workload(workloads_big.scaled(index), (300, 300, 400, 600, 900)[index])
 
 
 WORKLOADS: dict[str, Workload] = {
-    "latency": Workload(latency, 300),
-    "throughput": Workload(throughput, 600),
+    "latency": Workload(latency, 300, floor=floors.pingpong),
+    "throughput": Workload(throughput, 600, floor=floors.loop_alone),
     "map": Workload(throughput_map, 600),
     "amap": Workload(throughput_amap, 600, ("aioexec",), "no async map in this engine"),
     "sleep": Workload(sleep, 400),
-    "payload": Workload(payload, 180),
-    "cpu": Workload(cpu, 180),
+    "payload": Workload(payload, 180, floor=_pipe_floor(lambda p: p.payload_bytes)),
+    "payload64m": _big(0),
+    "payload256m": _big(1),
+    "payload1g": _big(2),
+    "cpu": Workload(cpu, 300),
+    "cpu_plain": Workload(
+        cpu_plain, 300, ("aioexec",), "the cpu row already runs plain functions here"
+    ),
     "http": Workload(workloads_more.http, 600),
     "http10": Workload(workloads_more.http_batched, 600),
     "startup": Workload(startup, 180),
     "rss": Workload(workloads_more.rss, 1800),
     "cancel": Workload(workloads_more.cancel, 180),
     "recovery": Workload(workloads_more.recovery, 300),
+    "scale1": _scale(0),
+    "scale2": _scale(1),
+    "scale8": _scale(2),
+    "scale32": _scale(3),
+    "scale128": _scale(4),
+    "pool128": Workload(workloads_big.pool_start_stop, 900),
 }
 
 
@@ -222,3 +317,11 @@ async def run_workload(name: str, engine: Engine, p: Params, repeats: int) -> Re
     if wl.engines is not None and engine.name not in wl.engines:
         raise NotSupported(wl.why_not)
     return await wl.fn(engine, p, repeats)
+
+
+async def run_floor(name: str, p: Params, repeats: int, start_method: str) -> Result:
+    """Measure workload ``name``'s floor (see ``floors``)."""
+    floor = WORKLOADS[name].floor
+    if floor is None:
+        raise NotSupported(f"{name} has no floor of its own")
+    return await floor(p, repeats, start_method)
