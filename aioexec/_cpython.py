@@ -28,6 +28,9 @@ The tricks, what each reads, and what happens when it is off:
 - ``register_atexit``: ``threading._register_atexit``. Off: ``atexit.register``.
 - ``pipe_end_for_child``: ``multiprocessing.reduction.DupFd``. Off: the child receives a
   ``Connection``.
+- ``writable_bytes``: a ``bytes`` object's storage, filled through ctypes before anyone sees
+  the object (large payloads read straight into the final object). Off: the payload is read
+  into a buffer and copied once more.
 
 One more reliance is deliberate and not switchable: ``_front.futures.TaskFuture`` extends
 ``concurrent.futures.Future`` through its condition/waiter protocol (``_condition``,
@@ -63,6 +66,7 @@ __all__ = [
     "sees_run_in_executor",
     "self_test",
     "wrap_future_bridge",
+    "writable_bytes",
 ]
 
 #: The running event loop of this thread, or None (asyncio's loop-implementer API).
@@ -294,6 +298,71 @@ def fd_from_parent(received: Any) -> int:
     return fd
 
 
+# -- writable_bytes ------------------------------------------------------------------------
+
+#: Storage at least this large is asked for transparent huge pages (fewer page faults).
+HUGE_PAGES_MIN = 4 * 1024 * 1024
+_writable_bytes_ok: bool | None = None
+_new_bytes: Any = None  # ctypes' PyBytes_FromStringAndSize(NULL, n), once loaded
+_madvise: Any = None
+
+
+def writable_bytes(n: int) -> tuple[bytes, memoryview] | None:
+    """A new ``bytes`` of ``n`` bytes whose storage is not initialised yet, and a writable
+    view of that storage, so that a large payload is read from a pipe straight into the
+    object that unpickling then hands out (``bytes(b) is b``): no copy, and half the fresh
+    memory. None when the trick is off (then the caller reads into a buffer and copies).
+
+    C code may fill a new bytes object before anyone else sees it; this does so from Python
+    through ctypes (``PyBytes_FromStringAndSize(NULL, n)``, storage at ``bytes.__basicsize__
+    - 1``). The caller must keep the object while it uses the view, and hand the object out
+    only once it is filled (its hash is computed later, from the content)."""
+    if _writable_bytes_ok is None:
+        _test_writable_bytes()
+    if not _writable_bytes_ok:
+        return None
+    obj: bytes = _new_bytes(None, n)
+    address = id(obj) + bytes.__basicsize__ - 1
+    if n >= HUGE_PAGES_MIN and _madvise is not None:
+        start = (address + 4095) & ~4095  # madvise wants whole pages
+        _madvise(start, (address + n - start) & ~4095, 14)  # MADV_HUGEPAGE; advice only
+    view = memoryview((_ctypes().c_char * n).from_address(address)).cast("B")
+    return obj, view
+
+
+def _ctypes() -> Any:
+    import ctypes
+
+    return ctypes
+
+
+def _test_writable_bytes() -> bool:
+    """Fill one through its view; it must equal (and hash as) the same bytes made normally."""
+    global _writable_bytes_ok, _new_bytes, _madvise
+    try:
+        ctypes = _ctypes()
+        new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+        new_bytes.restype = ctypes.py_object
+        new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+        expected = bytes(range(256)) * 3
+        obj = new_bytes(None, len(expected))
+        address = id(obj) + bytes.__basicsize__ - 1
+        view = memoryview((ctypes.c_char * len(expected)).from_address(address)).cast("B")
+        view[:] = expected
+        view.release()
+        ok = type(obj) is bytes and obj == expected and hash(obj) == hash(bytes(expected))
+        try:
+            madvise = ctypes.CDLL(None, use_errno=True).madvise
+            madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        except (OSError, AttributeError):
+            madvise = None
+    except Exception:
+        ok, new_bytes, madvise = False, None, None
+    _new_bytes, _madvise = new_bytes, madvise
+    _writable_bytes_ok = ok
+    return ok
+
+
 # -- the future protocol -------------------------------------------------------------------
 
 
@@ -322,4 +391,5 @@ def self_test(
         "wrap_future_bridge": _test_bridge(),
         "is_default_executor": default_found,
         "future_protocol": future_protocol_holds(),
+        "writable_bytes": _test_writable_bytes(),
     }

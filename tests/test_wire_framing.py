@@ -287,3 +287,32 @@ def test_copied_frames_reuse_the_decoders_memory_and_others_get_their_own() -> N
     owner, data, _ = seen[2]
     assert id(owner) not in copied_owners
     assert bytes(owner)[-len(data) :] == data  # untouched by the copied frame after it
+
+
+def test_large_out_of_band_bytes_are_read_into_the_very_object_unpickling_returns() -> None:
+    from aioexec._cpython import writable_bytes
+
+    big = random.Random(7).randbytes(5 * OUT_OF_BAND_MIN + 5)  # read directly (>256 KiB)
+    payload = dumps(out_of_band((big, b"small"))[0], 1)
+    data = b"".join(bytes(p) for p in encode_frame(Kind.RESULT, 3, *payload))
+    made: list[bytes] = []
+
+    def new_bytes(n: int) -> tuple[bytes, memoryview] | None:
+        result = writable_bytes(n)
+        if result is not None:
+            made.append(result[0])
+        return result
+
+    frame = _decode_in_pipe_sized_reads(data, FrameDecoder(new_bytes=new_bytes), 4096)
+    loaded = pickle.loads(frame.body, buffers=frame.buffers)
+    assert loaded == (big, b"small")
+    assert made, "the trick is on in CPython"
+    assert loaded[0] is made[0]  # no copy: the object the pipe's bytes were read into
+
+
+def test_without_the_trick_large_out_of_band_bytes_are_read_into_one_buffer() -> None:
+    big = random.Random(8).randbytes(5 * OUT_OF_BAND_MIN)
+    payload = dumps(out_of_band((big,))[0], 1)
+    data = b"".join(bytes(p) for p in encode_frame(Kind.RESULT, 4, *payload))
+    frame = _decode_in_pipe_sized_reads(data, FrameDecoder(new_bytes=lambda n: None), 4096)
+    assert pickle.loads(frame.body, buffers=frame.buffers) == (big,)

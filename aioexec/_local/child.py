@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .._cpython import fd_from_parent, pipe_end_for_child
+from .._cpython import fd_from_parent, pipe_end_for_child, writable_bytes
 from .._worker.outcome import dump_exception
 from .._worker.runtime import WorkerRuntime, run_initializer
 from .pipeio import SCRATCH_SIZE, read_once, write_all
@@ -147,7 +147,7 @@ class _Server:
         self._loop = loop
         self._in_fd = in_fd
         self._out_fd = out_fd
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(new_bytes=writable_bytes)
         self._scratch = bytearray(SCRATCH_SIZE)
         self._out = OutBuffer()
         self._flush_scheduled = False

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 
+from .._cpython import writable_bytes
 from .._front.engine import EngineFuture, Task, WorkerId
 from . import forks
 from .child import ChildConfig, PipeEnd, main
@@ -53,7 +54,7 @@ class ChildProcess:
         """``check``: how the decoder vets each answer's header (``_local.answers``)."""
         self.worker_id = worker_id
         self.state = ChildState.STARTING
-        self.decoder = FrameDecoder(check)
+        self.decoder = FrameDecoder(check, writable_bytes)
         self.out = OutBuffer()
         # task id -> its future, for every task sent and not yet answered
         self.running: dict[int, EngineFuture] = {}

@@ -56,8 +56,9 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
+from .._worker.codec import OUT_OF_BAND_MIN
 from .._worker.outcome import Answer
 
 __all__ = [
@@ -132,10 +133,16 @@ class Frame(NamedTuple):
     kind: Kind
     task_id: int
     body: memoryview  # the main pickle
-    buffers: list[memoryview]  # its out-of-band buffers, in order
+    # its out-of-band buffers, in order: views of the body, or (large ``bytes`` of a frame
+    # sent with ``copied``) each read into its own ``bytes`` (see ``FrameDecoder``)
+    buffers: list[Any]
 
 
 Chunk = bytes | bytearray | memoryview
+
+#: ``new_bytes(n)``: a new ``bytes`` of ``n`` bytes and a writable view of its storage, or
+#: None (see ``_cpython.writable_bytes``).
+NewBytes = Callable[[int], "tuple[bytes, memoryview] | None"]
 
 #: ``check(kind, task_id, size)``: called for each header before its body is awaited; raises
 #: ProtocolError for a frame the receiver cannot be expecting (see ``_local.answers``).
@@ -177,37 +184,48 @@ class FrameDecoder:
     trusted any more: the caller must stop using it.
     """
 
-    def __init__(self, check: HeaderCheck | None = None) -> None:
+    def __init__(self, check: HeaderCheck | None = None, new_bytes: NewBytes | None = None) -> None:
+        """``new_bytes``: makes the ``bytes`` that large out-of-band buffers of a ``_COPIED``
+        frame are read into directly (``_cpython.writable_bytes``); None: they are read into
+        one buffer with the main pickle, and unpickling copies them out of it."""
         self._check = check
+        self._new_bytes = new_bytes
         self._buf = bytearray()  # unparsed bytes: headers, small bodies, following frames
         self._pos = 0  # where the unparsed part of _buf starts
         # The frame whose header is parsed and whose body is still arriving, if any:
         # kind, id, main length, buffer lengths, flags
         self._head: tuple[Kind, int, int, list[int], int] | None = None
-        self._body: bytearray | memoryview | mmap.mmap | None = None  # its body, read directly
+        # A large body, read directly: where its bytes go, in order (the whole body, or the
+        # main pickle and then each buffer's own object), and what the frame hands out.
+        self._targets: list[memoryview] = []
+        self._target = 0  # the one being filled
+        self._at = 0  # bytes of it filled
+        self._parts: tuple[Any, list[Any] | None] | None = None  # (body or main, buffers)
         # Reused for the bodies of _COPIED frames: fresh memory for every large frame costs
         # more in page faults than the copy itself.
         self._spare = bytearray()
-        self._filled = 0  # bytes of _body already received
 
     def receive_data(self, data: Chunk) -> None:
-        if self._body is not None:
-            room = len(self._body) - self._filled
-            n = min(room, len(data))
-            self._body[self._filled : self._filled + n] = data[:n]
-            self._filled += n
+        while data and self._target < len(self._targets):
+            target = self._targets[self._target]
+            n = min(len(target) - self._at, len(data))
+            target[self._at : self._at + n] = data[:n]
             data = data[n:]
+            self.buffer_updated(n)
         if data:
             self._buf += data
 
     def get_buffer(self) -> memoryview | None:
         """Where to read the rest of a large body directly, or None to use receive_data."""
-        if self._body is None or self._filled == len(self._body):
+        if self._target == len(self._targets):
             return None
-        return memoryview(self._body)[self._filled :]
+        return self._targets[self._target][self._at :]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._filled += nbytes
+        self._at += nbytes
+        if self._at == len(self._targets[self._target]):
+            self._target += 1
+            self._at = 0
 
     def next_frame(self) -> Frame | _NeedData:
         if self._head is None and (
@@ -217,15 +235,21 @@ class FrameDecoder:
         assert self._head is not None
         kind, task_id, main_len, buflens, flags = self._head
         total = main_len + sum(buflens)
-        if self._body is not None:
-            if self._filled < total:
+        if self._parts is not None:
+            if self._target < len(self._targets):
                 return NEED_DATA
-            body = memoryview(self._body)
-            self._body = None
+            whole, split = self._parts
+            self._parts = None
+            self._targets = []  # views of objects the frame now owns: let go first
+            self._target = 0
+            self._head = None
+            if split is not None:
+                return Frame(kind, task_id, memoryview(whole), split)
+            body = memoryview(whole)
         else:
             if len(self._buf) - self._pos < total:
                 if total >= DIRECT_READ_THRESHOLD:
-                    self._start_direct_body(total, reuse=bool(flags & _COPIED))
+                    self._start_direct_body(main_len, buflens, flags)
                 return NEED_DATA
             end = self._pos + total
             body = memoryview(self._buf[self._pos : end])  # a copy: _buf moves on
@@ -293,26 +317,48 @@ class FrameDecoder:
         stored: int = _CRC.unpack_from(self._buf, at)[0]
         return zlib.crc32(memoryview(self._buf)[start:end]) != stored
 
-    def _start_direct_body(self, total: int, reuse: bool) -> None:
-        body: bytearray | memoryview | mmap.mmap
+    def _start_direct_body(self, main_len: int, buflens: list[int], flags: int) -> None:
+        total = main_len + sum(buflens)
+        made = None
+        if flags & _COPIED and self._new_bytes is not None and max(buflens) >= OUT_OF_BAND_MIN:
+            # Every buffer becomes a bytes when unpickled: read each into that very object.
+            made = [self._new_bytes(n) for n in buflens]
+        if made is not None and None not in made:
+            main = bytearray(main_len)
+            self._parts = (main, [obj for obj, _ in made])  # type: ignore[misc]
+            targets = [memoryview(main), *(view for _, view in made)]  # type: ignore[misc]
+        else:
+            body = self._body_buffer(total, reuse=bool(flags & _COPIED))
+            self._parts = (body, None)
+            targets = [memoryview(body)]
+        self._targets = [t for t in targets if len(t)]
+        self._target = self._at = 0
+        already = self._buf[self._pos :]
+        del self._buf[:]
+        self._pos = 0
+        self.receive_data(already)
+
+    def _body_buffer(self, total: int, reuse: bool) -> bytearray | memoryview | mmap.mmap:
         if reuse and total <= REUSE_MAX:
             if len(self._spare) < total:
                 # A new one, not a resize: views of the old one may still be alive.
                 self._spare = bytearray(total)
-            body = memoryview(self._spare)[:total]
-        elif total >= MAPPED_BODY_MIN:
+            return memoryview(self._spare)[:total]
+        if total < MAPPED_BODY_MIN:
+            return bytearray(total)
+        try:
+            # Private: its pages are committed as the bytes arrive (none for a header that
+            # announces more than ever comes), with huge pages where the system allows.
+            body = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except (OSError, OverflowError, ValueError) as exc:
+            raise ProtocolError(f"cannot map {total} bytes for a frame body: {exc}") from exc
+        advice = getattr(mmap, "MADV_HUGEPAGE", None)
+        if advice is not None:
             try:
-                body = mmap.mmap(-1, total)
-            except (OSError, OverflowError, ValueError) as exc:
-                raise ProtocolError(f"cannot map {total} bytes for a frame body: {exc}") from exc
-        else:
-            body = bytearray(total)
-        already = self._buf[self._pos :]
-        body[: len(already)] = already
-        self._body = body
-        self._filled = len(already)
-        del self._buf[:]
-        self._pos = 0
+                body.madvise(advice)
+            except OSError:
+                pass  # advice only
+        return body
 
     def _compact(self) -> None:
         # Drop consumed bytes now and then rather than on every frame: deleting the head of a
