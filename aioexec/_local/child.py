@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,6 +41,8 @@ __all__ = ["ORPHAN_GRACE", "ChildConfig", "PipeEnd", "main"]
 
 #: Seconds an orphaned child gives its cancelled coroutines before it exits anyway.
 ORPHAN_GRACE = 2.0
+#: Seconds an answer may wait for others to go out in the same write.
+BATCH_TIME = 0.001
 _LOGGER = logging.getLogger("concurrent.futures")
 
 
@@ -152,6 +155,7 @@ class _Server:
         self._out = OutBuffer()
         self._flush_scheduled = False
         self._writer_registered = False
+        self._batch_started = 0.0  # when the first answer still in _out was queued
         self._reading = False  # frames of one read are being handled (see _send)
         self._runtime = WorkerRuntime(loop, self._answer, main_inherited=forked)
         self._stopping = False  # STOP received: exit once every task is answered
@@ -224,9 +228,19 @@ class _Server:
         buffers: Any = (),
         copied: bool = False,
     ) -> None:
+        if not self._out:
+            self._batch_started = time.monotonic()
         self._out.append(encode_frame(kind, task_id, body, buffers, copied))
-        if self._reading or self._flush_scheduled or self._writer_registered:
-            return  # written at the end of the read, by the scheduled flush, or when writable
+        if self._writer_registered:
+            return  # written when the pipe has room
+        if time.monotonic() - self._batch_started > BATCH_TIME:
+            # Answers wait for each other only while they come quickly: after tasks that
+            # computed for a while, the parent must hear of the freed slots now (or it keeps
+            # sending more work to whichever child answered first).
+            self._flush()
+            return
+        if self._reading or self._flush_scheduled:
+            return  # written at the end of the read, or by the scheduled flush
         if self._runtime.tasks:
             # Other tasks run: their answers may come in this same loop iteration, and
             # one write for all of them saves the parent wake-ups.
