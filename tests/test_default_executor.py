@@ -188,7 +188,7 @@ def test_a_coroutine_function_in_the_default_executor_is_cancelled_in_its_child(
             await asyncio.wait_for(call, 0.5)
 
     run_with_default(executor, main)
-    helpers.wait_until(record.exists, TIMEOUT)
+    helpers.wait_until(lambda: record.exists() and record.read_text().strip(), TIMEOUT)
     [pid] = record.read_text().split()
     assert int(pid) != os.getpid(), "the coroutine's finally ran in the child"
 

@@ -127,3 +127,38 @@ def test_scheduler_names_and_instances_are_accepted() -> None:
     assert make_scheduler(custom) is custom
     with pytest.raises(ValueError, match="scheduler"):
         make_scheduler("fastest")  # type: ignore[arg-type]
+
+
+def test_load_index_picks_what_least_loaded_chooses() -> None:
+    """The engine's index (many workers, no scan) and ``choose`` (the candidates) agree, for
+    any loads, any last choice, and workers that are not usable or retire."""
+    import random
+
+    from aioexec._front.scheduler import LeastLoaded, LoadIndex
+
+    rng = random.Random(11)
+    for _ in range(300):
+        workers = [StubChild(WorkerId(i)) for i in range(rng.randint(1, 40))]
+        for w in workers:
+            w.in_flight = rng.randint(0, 5)
+        by_choose, by_index = LeastLoaded(), LeastLoaded()
+        index = LoadIndex(by_index)
+        for w in workers:
+            index.add(w)
+        retired: set[int] = set()
+        for _ in range(20):
+            usable = [w for w in workers if w.worker_id not in retired and w.in_flight < 5]
+            picked = index.pick(
+                lambda w, gone=retired: w.worker_id not in gone and w.in_flight < 5,  # type: ignore[misc]
+                lambda w, gone=retired: w.worker_id in gone,  # type: ignore[misc]
+            )
+            if not usable:
+                assert picked is None
+                break
+            chosen = by_choose.choose(usable)
+            assert picked is chosen
+            old = chosen.in_flight
+            chosen.in_flight = rng.choice([old + 1, max(0, old - 1)])
+            index.moved(chosen, old)
+            if rng.random() < 0.1:
+                retired.add(rng.choice(workers).worker_id)

@@ -119,7 +119,7 @@ def test_wait_for_stops_a_stoppable_plain_call_and_the_executor_goes_on(
         return time.monotonic() - started
 
     assert asyncio.run(main()) < TIMEOUT
-    helpers.wait_until(record.exists, TIMEOUT)  # its finally ran: interrupted, not killed
+    helpers.wait_until(lambda: pids_in(record), TIMEOUT)  # its finally ran: interrupted, not killed
     [pid] = pids_in(record)
     helpers.wait_until(lambda: pid not in ex._processes, TIMEOUT)  # its child was replaced
     assert ex.submit(helpers.double, 21).result(TIMEOUT) == 42
@@ -150,7 +150,7 @@ def test_a_timeout_cancels_a_coroutine_in_its_child_with_task_timeout(
             )
 
     asyncio.run(main())
-    helpers.wait_until(record.exists, TIMEOUT)
+    helpers.wait_until(lambda: pids_in(record), TIMEOUT)
     [pid] = pids_in(record)
     assert pid in ex._processes  # a coroutine's child is not replaced: it was only cancelled
     assert ex.options(timeout=5).submit(helpers.double, 3).result(TIMEOUT) == 6
@@ -167,7 +167,7 @@ def test_cancel_of_a_running_stoppable_call_returns_true_and_stops_it(
     helpers.wait_until(started.exists, TIMEOUT)
     assert future.cancel()
     assert future.cancelled()
-    helpers.wait_until(record.exists, TIMEOUT)
+    helpers.wait_until(lambda: pids_in(record), TIMEOUT)
     # A plain call without the option cannot be stopped, as in the standard library.
     plain = ex.submit(helpers.sleep, 0.5, "ran to its end")
     helpers.wait_until(plain.running, TIMEOUT)

@@ -10,12 +10,13 @@ them), so its job is fairness: which of several workers with room runs the task.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from .engine import Scheduler, WorkerId, WorkerLoad
 
-__all__ = ["LeastLoaded", "RoundRobin", "SchedulerSpec", "make_scheduler"]
+__all__ = ["LeastLoaded", "LoadIndex", "RoundRobin", "SchedulerSpec", "make_scheduler"]
 
 
 class LeastLoaded:
@@ -74,3 +75,70 @@ def make_scheduler(spec: SchedulerSpec) -> Scheduler:
         f"choose(candidates) method, not {spec!r}"
     )
     raise (ValueError if isinstance(spec, str) else TypeError)(message)
+
+
+class LoadIndex:
+    """Workers by load, so that ``LeastLoaded`` chooses in O(log n) instead of O(n).
+
+    An engine with many workers keeps one (for ``LeastLoaded`` only; other schedulers see
+    the candidates): it :meth:`add`\\ s a worker when it starts, says when its load moved,
+    and :meth:`remove`\\ s it when it ends; :meth:`pick` returns what ``LeastLoaded.choose``
+    would return among the usable workers: the least loaded, then the one chosen last, then
+    the next id after it. A worker that is not usable (retiring, busy alone) is skipped;
+    ``forget``: drop it for good (it will never be usable again).
+
+    ``_ids[load]``: the sorted ids of the workers with that load, e.g. ``[[3], [0, 1]]``.
+    """
+
+    def __init__(self, scheduler: LeastLoaded) -> None:
+        self._scheduler = scheduler
+        self._ids: list[list[int]] = []
+        self._workers: dict[int, WorkerLoad] = {}
+        self._loads: dict[int, int] = {}
+
+    def add(self, worker: WorkerLoad) -> None:
+        self._workers[worker.worker_id] = worker
+        self._put(worker.worker_id, worker.in_flight)
+
+    def remove(self, worker: WorkerLoad) -> None:
+        load = self._loads.pop(worker.worker_id, None)
+        if load is not None:
+            self._ids[load].remove(worker.worker_id)
+            del self._workers[worker.worker_id]
+
+    def moved(self, worker: WorkerLoad, old: int) -> None:
+        """``worker``'s load changed from ``old`` to its ``in_flight`` now."""
+        if self._loads.get(worker.worker_id) == old:
+            self._ids[old].remove(worker.worker_id)
+            self._put(worker.worker_id, worker.in_flight)
+
+    def _put(self, worker_id: int, load: int) -> None:
+        while len(self._ids) <= load:
+            self._ids.append([])
+        bisect.insort(self._ids[load], worker_id)
+        self._loads[worker_id] = load
+
+    def pick(
+        self, usable: Callable[[WorkerLoad], bool], forget: Callable[[WorkerLoad], bool]
+    ) -> WorkerLoad | None:
+        last = self._scheduler._last
+        for ids in self._ids:
+            n = len(ids)
+            if not n:
+                continue
+            start = bisect.bisect_left(ids, last)
+            chosen = None
+            stale = []
+            for k in range(n):
+                worker = self._workers[ids[(start + k) % n]]
+                if usable(worker):
+                    chosen = worker
+                    break
+                if forget(worker):
+                    stale.append(worker)
+            for worker in stale:
+                self.remove(worker)
+            if chosen is not None:
+                self._scheduler._last = chosen.worker_id
+                return chosen
+        return None

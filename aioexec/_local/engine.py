@@ -117,12 +117,20 @@ class LocalEngine:
             # too (see _send_now) and need not wait for the lock the manager thread holds
             # while it dispatches. A task with options always goes to the manager thread,
             # which keeps its deadlines.
-            if task.options is None and not self._work_waits(manager, task):
-                loop = running_loop()
-                with manager.pool.lock:
-                    lease.lease_for(loop)
+            # And not while the manager thread holds the lock: it is busy with answers, and
+            # will send the task with the others it dispatches, in one write per child.
+            lock = manager.pool.lock
+            if (
+                task.options is None
+                and not self._work_waits(manager, task)
+                and lock.acquire(blocking=False)
+            ):
+                try:
+                    lease.lease_for(running_loop())
                     if self._send_now(manager, task):
                         return
+                finally:
+                    lock.release()
             # Queued: the manager thread dispatches it when an answer frees a slot, so it
             # must read the answers.
             lease.end_lease()

@@ -9,12 +9,14 @@ beyond that lock.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from .._front.engine import (
     EngineFuture,
@@ -25,6 +27,7 @@ from .._front.engine import (
     WorkerOptions,
     WorkerStats,
 )
+from .._front.scheduler import LeastLoaded, LoadIndex
 from .child import ChildConfig
 from .process import ChildProcess, ChildState
 from .protocol import Chunk, Kind, encode_frame
@@ -69,6 +72,11 @@ class Pool:
         self.started = self.retired = self.lost = 0
         self.ended: deque[str] = deque()  # how ended children ended, for their replacements
         self.timed_out: set[int] = set()  # tasks failed by their timeout, not answered yet
+        scheduler = options.workers.scheduler
+        # LeastLoaded's choice for a coroutine task without a scan of every child (None for
+        # other schedulers, which see the candidates).
+        self.index = LoadIndex(scheduler) if type(scheduler) is LeastLoaded else None
+        self._usable = functools.partial(_has_coroutine_room, self.limit)
         self.completions: OutcomeBatch = options.workers.new_batch()  # where outcomes go now
         self.turn_completions = self.completions  # the manager turn's own batch
         # -- written under the lock, read without it (a stale read is harmless where read) --
@@ -85,6 +93,8 @@ class Pool:
         task_id = self.last_task_id = self.last_task_id + 1
         task.future.task_id = task_id
         child.running[task_id] = task.future
+        if self.index is not None:
+            self.index.moved(child, len(child.running) - 1)
         if not task.is_async:
             child.sync_running += 1
             child.plain_task_id = task_id
@@ -120,6 +130,8 @@ class Pool:
         """Forget a task that was answered or lost; return its future."""
         future = child.running.pop(task_id)
         del self.running_on[task_id]
+        if self.index is not None:
+            self.index.moved(child, len(child.running) + 1)
         if task_id == child.plain_task_id:
             child.sync_running -= 1
             child.plain_task_id = 0
@@ -154,9 +166,13 @@ class Pool:
         """A child that can take the task now, chosen by the scheduler (or None), and whether
         a new child should be started: no child is idle and fewer than ``max_workers`` run.
         A stoppable plain call needs a child that runs nothing else."""
-        limit = self.limit
         is_async = task.is_async
         alone = task.stoppable
+        if self.index is not None and is_async:
+            chosen = self.index.pick(self._usable, _retiring)
+            idle = chosen is not None and not chosen.in_flight
+            return chosen, not idle and len(self.children) < self.max_workers  # type: ignore[return-value]
+        limit = self.limit
         candidates = []
         idle = False
         for child in self.children.values():
@@ -185,12 +201,16 @@ class Pool:
         if self.ended:
             child.replaced = self.ended.popleft()
         self.children[child.worker_id] = child
+        if self.index is not None:
+            self.index.add(child)
         self.publish_children()
         return child
 
     def remove_child(self, child: ChildProcess, lost: bool) -> None:
         """Forget a child that exited; ``lost``: it ended unasked."""
         del self.children[child.worker_id]
+        if self.index is not None:
+            self.index.remove(child)
         if lost:
             self.lost += 1
         else:
@@ -240,3 +260,16 @@ class Pool:
             or self.has_queued()
             or not self.children
         )
+
+
+def _has_coroutine_room(limit: int, child: Any) -> bool:
+    """``child`` can take one more coroutine task now."""
+    return (
+        child.state is not ChildState.RETIRING
+        and not child.exclusive
+        and len(child.running) - child.sync_running < limit
+    )
+
+
+def _retiring(child: Any) -> bool:
+    return child.state is ChildState.RETIRING
