@@ -32,7 +32,10 @@ from .child import ChildConfig
 from .process import ChildProcess, ChildState
 from .protocol import Chunk, Kind, encode_frame
 
-__all__ = ["LocalOptions", "Pool"]
+__all__ = ["INDEX_MIN_WORKERS", "LocalOptions", "Pool"]
+
+#: With more children than this, LeastLoaded chooses from a load index, not a scan.
+INDEX_MIN_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,14 @@ class Pool:
         self.ended: deque[str] = deque()  # how ended children ended, for their replacements
         self.timed_out: set[int] = set()  # tasks failed by their timeout, not answered yet
         scheduler = options.workers.scheduler
-        # LeastLoaded's choice for a coroutine task without a scan of every child (None for
-        # other schedulers, which see the candidates).
-        self.index = LoadIndex(scheduler) if type(scheduler) is LeastLoaded else None
+        # LeastLoaded's choice for a coroutine task without a scan of every child, where there
+        # are enough children for a scan to cost more than keeping the index (None for other
+        # schedulers, which see the candidates).
+        self.index = (
+            LoadIndex(scheduler)
+            if type(scheduler) is LeastLoaded and self.max_workers > INDEX_MIN_WORKERS
+            else None
+        )
         self._usable = functools.partial(_has_coroutine_room, self.limit)
         self.completions: OutcomeBatch = options.workers.new_batch()  # where outcomes go now
         self.turn_completions = self.completions  # the manager turn's own batch
