@@ -1,14 +1,18 @@
-"""Schedulers choose fairly among children with room: no processes, only bookkeeping stubs."""
+"""Schedulers choose fairly among children with room: bookkeeping stubs (and one executor
+with many children)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import helpers
 import pytest
 
-from aioexec import LeastLoaded, RoundRobin, Scheduler
+from aioexec import AsyncProcessExecutor, LeastLoaded, RoundRobin, Scheduler
 from aioexec._front.engine import WorkerId, WorkerLoad
 from aioexec._front.scheduler import make_scheduler
 
@@ -162,3 +166,22 @@ def test_load_index_picks_what_least_loaded_chooses() -> None:
             index.moved(chosen, old)
             if rng.random() < 0.1:
                 retired.add(rng.choice(workers).worker_id)
+
+
+def test_many_children_spread_a_burst_through_the_load_index(
+    make_executor: Callable[..., AsyncProcessExecutor],
+) -> None:
+    """Above INDEX_MIN_WORKERS children the engine chooses from its load index: a burst
+    still spreads over every child, and a child that dies leaves the index with it."""
+    from aioexec._local.pool import INDEX_MIN_WORKERS
+
+    workers = INDEX_MIN_WORKERS + 2
+    ex = make_executor(workers, child_concurrency=2)
+    futures = [ex.submit(helpers.async_sleep, 0.3, i) for i in range(2 * workers)]
+    helpers.wait_until(lambda: sum(w.coroutines for w in ex.stats().workers) == 2 * workers, 30)
+    assert {w.coroutines for w in ex.stats().workers} == {2}  # every child got two
+    assert [f.result(30) for f in futures] == list(range(2 * workers))
+    victim = next(iter(ex._processes))
+    os.kill(victim, signal.SIGKILL)
+    helpers.wait_until(lambda: victim not in ex._processes, 30)
+    assert sorted(ex.map(helpers.double, range(50))) == [2 * i for i in range(50)]
