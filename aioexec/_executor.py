@@ -102,6 +102,9 @@ class AsyncProcessExecutor(ExecutorFront):
             forked=ctx.get_start_method() == "fork",
         )
         self._mp_context = ctx
+        # ProcessPoolExecutor's lock for its _force_shutting_down flag, which its own tests
+        # take; here the flag is the engine's, and safe without it.
+        self._shutdown_lock = threading.Lock()
         self._local_engine = LocalEngine(
             LocalOptions(workers, ctx, child), name=f"aioexec-manager-{id(self):x}"
         )
@@ -126,6 +129,17 @@ class AsyncProcessExecutor(ExecutorFront):
         """Compatibility with code that waits for ProcessPoolExecutor's call-queue feeder
         thread: here the manager thread does that job, so ``join_thread()`` joins it."""
         return _CallQueueView(self._executor_manager_thread)
+
+    @property
+    def _force_shutting_down(self) -> bool:
+        """ProcessPoolExecutor's flag (3.14): terminate_workers()/kill_workers() began, and no
+        worker may start any more. Its own tests set it under ``_shutdown_lock``."""
+        return self._local_engine.forced
+
+    @_force_shutting_down.setter
+    def _force_shutting_down(self, value: bool) -> None:
+        if value:
+            self._local_engine.force()
 
     @property
     def _broken(self) -> str | bool:  # type: ignore[override]

@@ -145,12 +145,8 @@ EXPECTED_FAILURES: dict[str, str] = {
 #: xfail: pytest-timeout's "thread" method ends the whole session. Skipped in
 #: ``aioexec`` mode only.
 EXPECTED_HANGS: dict[str, str] = {
-    # Python 3.14's tests of ProcessPoolExecutor's private machinery; after the failed
-    # assertion, their cleanup waits 30 s for a manager thread they never shut down.
-    "ProcessPoolExecutorTest::test_force_shutdown_during_max_tasks_worker_exit": (
-        "it sets ProcessPoolExecutor's private _force_shutting_down under its _shutdown_lock; "
-        "aioexec's terminate_workers()/kill_workers() cancel the queued work themselves"
-    ),
+    # A test of ProcessPoolExecutor's private machinery (3.14); after the failed assertion,
+    # its cleanup waits 30 s for a manager thread it never shuts down.
     "ProcessPoolExecutorTest::test_failed_worker_replacement_breaks_pool": (
         "it patches concurrent.futures.process._spawn_worker, which aioexec never calls: "
         "the replacement child starts and the queued work runs"

@@ -171,7 +171,23 @@ class LocalEngine:
 
     def terminate(self, kill: bool) -> None:
         if self._manager is not None:
+            self.force()
             self._manager.post(Terminate(kill))
+
+    @property
+    def forced(self) -> bool:
+        """terminate_workers()/kill_workers() began: no child starts any more."""
+        manager = self._manager
+        return manager is not None and manager.pool.forced
+
+    def force(self) -> None:
+        """Start no child any more (the first step of terminate/kill; ProcessPoolExecutor's
+        ``_force_shutting_down``); queued work that no child is left to run fails."""
+        manager = self._manager
+        if manager is not None:
+            with manager.pool.lock:
+                manager.pool.forced = True
+            manager.mailbox.wakeup.notify()
 
     def stats(self) -> Stats:
         manager = self._manager

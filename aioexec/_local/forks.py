@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-__all__ = ["close", "dup", "keeping", "own", "pipe", "track"]
+__all__ = ["close", "disown", "dup", "keeping", "own", "pipe", "track"]
 
 
 class Inheritor(Protocol):
@@ -69,6 +69,12 @@ def own(fd: int) -> None:
     """Register a descriptor opened elsewhere (a selector's)."""
     with _lock:
         _owned.add(fd)
+
+
+def disown(fd: int) -> None:
+    """Forget a registered descriptor that its owner is about to close itself."""
+    with _lock:
+        _owned.discard(fd)
 
 
 def close(fds: Iterable[int]) -> None:

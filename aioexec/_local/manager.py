@@ -109,7 +109,7 @@ class Manager:
             _LOGGER.critical("aioexec: the manager thread failed", exc_info=True)
             self._crash(exc)
         finally:
-            forks.close((self._selector.fileno(),))
+            forks.disown(self._selector.fileno())
             self._selector.close()
             self.mailbox.wakeup.close()
             pool.exited = True
@@ -190,6 +190,7 @@ class Manager:
                     self._send_cancel(future)
 
     def _terminate(self, message: Terminate) -> None:
+        self.pool.forced = True
         for child in self.pool.children.values():
             child.end_reason = "terminate_workers()" if not message.kill else "kill_workers()"
             child.stop_process(message.kill)
@@ -231,6 +232,16 @@ class Manager:
         pool = self.pool
         if pool.init_failure is not None:
             return None  # the executor breaks once the failed child has exited
+        if pool.forced:
+            # terminate_workers()/kill_workers(): a new child would escape the signals.
+            if all(c.state is ChildState.RETIRING for c in pool.children.values()):
+                self.answers.break_pool(
+                    "a child process exited while the executor was being forcefully shut "
+                    "down (terminate_workers() or kill_workers()); work still queued will "
+                    "not run",
+                    None,
+                )
+            return None
         try:
             child = pool.add_child(self._new_child)
         except Exception as exc:

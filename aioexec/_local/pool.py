@@ -67,6 +67,7 @@ class Pool:
         # _idle_worker_semaphore): a submission takes one instead of starting a child.
         self.tasks_ended = 0
         self.shutting_down = False  # no new work; children retire once idle
+        self.forced = False  # terminate_workers()/kill_workers(): no child starts any more
         self.ever_ready = False  # some child finished start-up (so start-up works at all)
         # (why, error) of the first failed start-up; the break waits for that child's exit
         self.init_failure: tuple[str, BaseException | None] | None = None
