@@ -1,0 +1,353 @@
+"""The Ray engine's manager thread: Ray itself, the actors' lives, and everything slow.
+
+Data flow::
+
+    first task (_engine.open)  -> thread starts: SESSION.acquire (Ray joined or started, in
+                                  its owner thread: seconds), then max_workers actors created
+    Ray's thread: hello done   -> Hello: the actor is ready; queued tasks go to it (_calls)
+    Ray's thread: watch/run
+      failed (actor lost)      -> Lost: its calls fail with BrokenWorkerError; ray.kill;
+                                  a replacement starts (3 failed starts in a row: broken)
+    Ray's thread: a batch with
+      plain callbacks          -> Deliver: they run here, never in Ray's thread
+    shutdown / cancel_all /
+      terminate (any thread)   -> Shutdown / CancelAll / Terminate
+    last call answered         -> CheckIdle: shutting down with nothing left: the actors are
+                                  killed, the session released, the thread ends
+
+The hot path (sending calls, reading replies) never comes here (see ``aioexec.ray._calls``).
+The scheduling state is the ``ActorPool``, under its lock, which this thread holds for
+bookkeeping only: ``ray.kill`` and every other Ray call happen after it is released.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import pickle
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from .._errors import BrokenPoolError, BrokenWorkerError, load_exception
+from .._front.engine import EngineFuture
+from .._worker.outcome import Answer
+from ._actor import RayWorker
+from ._calls import Calls
+from ._messages import (
+    CancelAll,
+    CheckIdle,
+    Deliver,
+    Hello,
+    Lost,
+    Mailbox,
+    Message,
+    Shutdown,
+    Terminate,
+)
+from ._pool import ActorPool, RayActor
+from ._session import SESSION
+from ._wire import decode_reply
+
+__all__ = ["Manager", "RayOptions"]
+
+_LOGGER = logging.getLogger("aioexec")
+_START_FAILURES_TO_BREAK = 3  # actors in a row that died before their hello: give up
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """What the Ray engine needs beyond the options every engine shares."""
+
+    address: str | None
+    ray_init_kwargs: dict[str, Any]
+    actor_options: dict[str, Any]  # for ActorClass.options(); max_concurrency set here
+    config: bytes  # the actors' WorkerConfig, pickled with Ray's cloudpickle
+    size_from_cluster: bool  # max_workers was None: one actor per CPU of the cluster
+
+
+_actor_class: Any = None
+
+
+def actor_class() -> Any:
+    """``RayWorker`` as a Ray actor class (made once: Ray exports it on first use)."""
+    global _actor_class
+    if _actor_class is None:
+        # Through Any: Ray's stubs (when installed) know no concurrency_groups.
+        remote: Any = ray.remote
+        _actor_class = remote(
+            concurrency_groups={"control": 1, "watch": 1}, max_restarts=0, max_task_retries=0
+        )(RayWorker)
+    return _actor_class
+
+
+class Manager:
+    """The manager thread of one Ray engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        pool: ActorPool,
+        options: RayOptions,
+        on_size: Callable[[int], None],
+        name: str,
+    ) -> None:
+        self.pool = pool
+        self.options = options
+        self.mailbox = Mailbox()
+        self.calls = Calls(pool, self.post, pool.options.new_batch)
+        self.thread = threading.Thread(target=self.run, name=name, daemon=True)
+        self._on_size = on_size  # told the number of actors once the cluster is known
+        self._connected = False  # the session is held (released when the thread ends)
+        self._start_failures = 0  # actors in a row lost before their hello
+
+    # -- any thread -------------------------------------------------------------------------
+
+    def post(self, message: Message) -> None:
+        self.mailbox.post(message)
+        if self.pool.exited:
+            self._reject_messages()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        pool = self.pool
+        try:
+            self._connect()
+            while not (pool.shutting_down and pool.idle()):
+                message = self.mailbox.take()
+                _HANDLERS[type(message)](self, message)
+        except BaseException as exc:
+            _LOGGER.critical("aioexec: the Ray manager thread failed", exc_info=True)
+            self._break(f"its manager thread failed: {exc!r}", exc)
+        finally:
+            with pool.lock:
+                actors = list(pool.actors.values())
+                for actor in actors:
+                    pool.lose(actor)
+                pool.exited = True
+            for actor in actors:
+                _kill(actor)
+            if self._connected:
+                SESSION.release()
+            self._reject_messages()
+
+    def _reject_messages(self) -> None:
+        # Messages that raced the end of this thread: plain callbacks still run; the rest
+        # has nothing left to act on.
+        while (message := self.mailbox.take_nowait()) is not None:
+            if isinstance(message, Deliver):
+                message.batch.deliver()
+
+    def _connect(self) -> None:
+        options = self.options
+        try:
+            SESSION.acquire(options.address, options.ray_init_kwargs)
+        except Exception as exc:
+            self._break(f"Ray could not be joined or started: {exc!r}", exc)
+            return
+        self._connected = True
+        size = self.pool.options.max_workers
+        if options.size_from_cluster:
+            resources = ray.cluster_resources()  # type: ignore[no-untyped-call,unused-ignore]
+            size = max(1, int(resources.get("CPU", 1)))
+            self._on_size(size)
+        for _ in range(size):
+            self._start_actor()
+
+    # -- actors -----------------------------------------------------------------------------
+
+    def _start_actor(self) -> None:
+        pool = self.pool
+        actor_options = self.options.actor_options
+        try:
+            handle = actor_class().options(**actor_options).remote(self.options.config)
+        except Exception as exc:
+            self._break(f"a Ray actor could not be created: {exc!r}", exc)
+            return
+        with pool.lock:
+            actor = pool.add_actor(handle)
+        handle.hello.remote().future().add_done_callback(
+            functools.partial(_post_hello, self.post, actor)
+        )
+        handle.watch.remote().future().add_done_callback(
+            functools.partial(_post_lost, self.post, actor)
+        )
+
+    def _hello(self, message: Hello) -> None:
+        actor = message.actor
+        try:
+            reply = message.done.result()
+        except Exception as exc:
+            self._lost(Lost(actor, exc))
+            return
+        kind, body, _ = decode_reply(reply)
+        if kind != Answer.RESULT:
+            error = load_exception(body)
+            self._break(
+                f"{actor.describe()} could not start: its initializer or loop_factory "
+                f"raised {error!r}",
+                error,
+            )
+            return
+        pid, node_id = pickle.loads(body)
+        pool = self.pool
+        with pool.lock:
+            if actor.dead:
+                return
+            actor.pid, actor.node_id, actor.ready = pid, node_id, True
+            sends = pool.reserve()
+        self._start_failures = 0
+        _LOGGER.info("aioexec: %s is ready", actor.describe())
+        self.calls.send(sends)
+
+    def _lost(self, message: Lost) -> None:
+        actor, exc = message.actor, message.error
+        pool = self.pool
+        with pool.lock:
+            if actor.dead:
+                return  # killed by us, or its loss is known already
+            futures = pool.lose(actor)
+            replace = not pool.shutting_down and pool.broken is None
+        _LOGGER.warning("aioexec: %s was lost: %s", actor.describe(), _first_line(exc))
+        error_text = (
+            f"aioexec: {actor.describe()} was lost while running this task "
+            f"({type(exc).__name__}: {_first_line(exc)}); the executor goes on with a new actor."
+        )
+        self._fail(futures, lambda: BrokenWorkerError(error_text))
+        _kill(actor)
+        if not replace:
+            return
+        if not actor.ready:
+            self._start_failures += 1
+            if self._start_failures >= _START_FAILURES_TO_BREAK:
+                self._break(
+                    f"{self._start_failures} Ray actors in a row were lost before they "
+                    f"started; the last: {type(exc).__name__}: {_first_line(exc)}",
+                    exc,
+                )
+                return
+        self._start_actor()
+
+    # -- what other threads ask -------------------------------------------------------------
+
+    def _deliver(self, message: Deliver) -> None:
+        message.batch.deliver()
+
+    def _check_idle(self, message: CheckIdle) -> None:
+        pass  # the loop's condition does the checking
+
+    def _shutdown(self, message: Shutdown) -> None:
+        pool = self.pool
+        with pool.lock:
+            pool.shutting_down = True
+            queued = pool.take_queued() if message.cancel_futures else []
+        batch = pool.options.new_batch()
+        for future in queued:
+            batch.cancelled(future)
+        batch.deliver()
+
+    def _cancel_all(self, message: CancelAll) -> None:
+        pool = self.pool
+        with pool.lock:
+            queued = pool.take_queued()
+            running = [
+                (actor, task_id, future)
+                for actor in pool.actors.values()
+                for task_id, future in actor.running.items()
+                if future.cancels_remotely  # a running plain function cannot be
+            ]
+        batch = pool.options.new_batch()
+        for future in queued:
+            batch.cancelled(future)
+        for _, _, future in running:
+            batch.cancelled(future)
+        batch.deliver()
+        for actor, task_id, _ in running:
+            self.calls.send_cancel(actor, task_id)
+
+    def _terminate(self, message: Terminate) -> None:
+        how = "kill_workers()" if message.kill else "terminate_workers()"
+        pool = self.pool
+        with pool.lock:
+            lost = [(actor, pool.lose(actor)) for actor in list(pool.actors.values())]
+        for actor, futures in lost:
+            text = f"aioexec: {actor.describe()} was killed by {how} while running this task."
+            self._fail(futures, functools.partial(BrokenWorkerError, text))
+            _kill(actor)
+
+    # -- breaking ---------------------------------------------------------------------------
+
+    def _break(self, why: str, cause: BaseException | None) -> None:
+        """The executor cannot run work: fail everything, stop every actor."""
+        pool = self.pool
+        with pool.lock:
+            if pool.broken is not None:
+                return
+            pool.broken = f"aioexec: the executor is broken: {why}"
+            pool.shutting_down = True
+            # A queued task's future must be moved to running before it fails (unless it
+            # was cancelled meanwhile).
+            futures = [f for f in pool.take_queued() if f.start_running()]
+            actors = list(pool.actors.values())
+            for actor in actors:
+                futures += pool.lose(actor)
+        _LOGGER.error("%s", pool.broken)
+        broken = pool.broken
+        attached = None if cause is None or _is_ray_type(cause) else cause
+
+        def error() -> BrokenPoolError:
+            exc = BrokenPoolError(broken)
+            exc.__cause__ = attached
+            return exc
+
+        self._fail(futures, error)
+        for actor in actors:
+            _kill(actor)
+
+    def _fail(self, futures: list[EngineFuture], error: Callable[[], BaseException]) -> None:
+        batch = self.pool.options.new_batch()
+        for future in futures:
+            batch.error(future, error())
+        batch.deliver()
+
+
+# What the manager does with each kind of message (unbound, as in the local manager: bound
+# methods in a dict of the manager's would make a reference cycle).
+_HANDLERS: dict[type, Callable[[Manager, Any], None]] = {
+    Hello: Manager._hello,
+    Lost: Manager._lost,
+    Deliver: Manager._deliver,
+    CheckIdle: Manager._check_idle,
+    Shutdown: Manager._shutdown,
+    CancelAll: Manager._cancel_all,
+    Terminate: Manager._terminate,
+}
+
+
+def _post_hello(post: Callable[[Message], None], actor: RayActor, done: Any) -> None:
+    post(Hello(actor, done))  # in Ray's completion thread: hand over, nothing else
+
+
+def _post_lost(post: Callable[[Message], None], actor: RayActor, done: Any) -> None:
+    error = done.exception() if not done.cancelled() else None
+    post(Lost(actor, error or RuntimeError("its watch call ended")))
+
+
+def _kill(actor: RayActor) -> None:
+    try:
+        ray.kill(actor.handle, no_restart=True)
+    except Exception:
+        pass  # gone already, or Ray shut down
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
+def _is_ray_type(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module == "ray" or module.startswith("ray.")
