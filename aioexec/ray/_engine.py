@@ -75,11 +75,11 @@ class RayEngine:
         kwargs: Mapping[str, Any],
         by_value: bool,
     ) -> Payload:
-        if not by_value:
+        if not (by_value or _has_no_importable_name(fn)):
             try:
                 payload = pickle_call(fn, args, kwargs)
             except Exception:
-                pass  # a lambda, a nested function...: by value below
+                pass  # a class of __main__'s in the arguments, say: by value below
             else:
                 if b"__main__" not in payload.body:
                     return payload
@@ -178,3 +178,9 @@ class RayEngine:
     @property
     def manager(self) -> Manager | None:
         return self._manager
+
+
+def _has_no_importable_name(fn: object) -> bool:
+    """A lambda, a nested function, or a function of ``__main__``: what no Ray worker can
+    import (tried by value at once, rather than after a failed or useless pickle)."""
+    return "<" in getattr(fn, "__qualname__", "") or getattr(fn, "__module__", "") == "__main__"

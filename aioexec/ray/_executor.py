@@ -18,7 +18,7 @@ from .._front.options import Fallback, check_fallback, worker_options
 from .._front.scheduler import SchedulerSpec
 from .._worker.outcome import add_note
 from ._engine import RayEngine
-from ._manager import RayOptions
+from ._manager import RayOptions, actor_class
 
 __all__ = ["AsyncRayExecutor"]
 
@@ -29,6 +29,8 @@ _RESERVED_ACTOR_OPTIONS = (
     "concurrency_groups",
     "max_restarts",
     "max_task_retries",
+    "name",  # and one name cannot be every actor's
+    "get_if_exists",
 )
 
 
@@ -145,7 +147,9 @@ def _actor_options(given: Mapping[str, Any] | None, child_concurrency: int) -> d
             "(use child_concurrency for an actor's concurrency)"
         )
     # One more than child_concurrency: the actor's one plain-function slot.
-    return {"scheduling_strategy": "SPREAD", **options, "max_concurrency": child_concurrency + 1}
+    options = {"scheduling_strategy": "SPREAD", **options, "max_concurrency": child_concurrency + 1}
+    actor_class().options(**options)  # Ray checks them now (ValueError, TypeError)
+    return options
 
 
 def _worker_config(

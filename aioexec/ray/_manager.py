@@ -116,7 +116,7 @@ class Manager:
         pool = self.pool
         try:
             self._connect()
-            while not (pool.shutting_down and pool.idle()):
+            while not self._finished():
                 message = self.mailbox.take()
                 _HANDLERS[type(message)](self, message)
         except BaseException as exc:
@@ -133,6 +133,11 @@ class Manager:
             if self._connected:
                 SESSION.release()
             self._reject_messages()
+
+    def _finished(self) -> bool:
+        """Shutting down (or broken) with nothing queued and nothing in flight."""
+        with self.pool.lock:
+            return self.pool.shutting_down and self.pool.idle()
 
     def _reject_messages(self) -> None:
         # Messages that raced the end of this thread: plain callbacks still run; the rest

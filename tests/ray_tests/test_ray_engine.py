@@ -392,11 +392,13 @@ def test_plain_done_callbacks_run_in_the_manager_thread_not_in_rays(
     assert threads[0].startswith("aioexec-ray-"), threads
 
 
-def test_actor_options_that_the_engine_sets_are_refused() -> None:
+def test_bad_arguments_fail_at_construction() -> None:
     pytest.importorskip("ray", reason="ray is not installed")
     from aioexec.ray import AsyncRayExecutor
 
     with pytest.raises(ValueError, match="child_concurrency"):
         AsyncRayExecutor(1, actor_options={"max_concurrency": 3})
+    with pytest.raises(ValueError, match="bogus"):  # Ray's own check, at construction
+        AsyncRayExecutor(1, actor_options={"bogus": 1})
     with pytest.raises(TypeError, match="initargs"):
         AsyncRayExecutor(1, initializer=print, initargs=5)  # type: ignore[arg-type]
