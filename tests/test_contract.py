@@ -58,6 +58,10 @@ def make(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]]:
             workers = options.get("max_workers", 1)
             for future in [executor.submit(helpers.async_double, i) for i in range(workers)]:
                 future.result(TIMEOUT)
+            if request.param == "ray":  # every actor said hello, not just the first
+                helpers.wait_until(
+                    lambda: sum(w["ready"] for w in executor._workers()) == workers, TIMEOUT
+                )
         return executor
 
     yield make
@@ -289,6 +293,37 @@ def test_failing_initializer_breaks_the_executor(make: Any, tmp_path: pathlib.Pa
         ex.submit(helpers.async_double, 1)
 
 
+# -- schedulers ------------------------------------------------------------------------------
+
+
+class FirstCandidate:
+    """A custom scheduler: always the first candidate; records what it was shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def choose(self, candidates: Any) -> Any:
+        self.seen += [(c.worker_id, c.in_flight) for c in candidates]
+        return candidates[0]
+
+
+def test_custom_scheduler_sees_worker_ids_and_loads_and_decides(make: Any) -> None:
+    scheduler = FirstCandidate()
+    ex = make(max_workers=2, scheduler=scheduler)
+    pids = {ex.submit(helpers.async_pid).result(TIMEOUT) for _ in range(6)}
+    assert len(pids) == 1  # each task, one at a time, went to the first worker with room
+    assert {worker_id for worker_id, _ in scheduler.seen} <= {0, 1}
+    assert all(isinstance(w, int) and isinstance(n, int) for w, n in scheduler.seen)
+
+
+def test_round_robin_takes_each_worker_in_turn(make: Any) -> None:
+    ex = make(max_workers=2, scheduler="round-robin")
+    pids = [ex.submit(helpers.async_pid).result(TIMEOUT) for _ in range(6)]
+    assert len(set(pids)) == 2
+    assert pids[0::2] == [pids[0]] * 3
+    assert pids[1::2] == [pids[1]] * 3
+
+
 # -- where a call runs (the routing rule) ----------------------------------------------------
 
 
@@ -342,6 +377,40 @@ def test_shutdown_lets_submitted_work_finish_then_refuses_work(make: Any) -> Non
     assert [f.result(0) for f in futures] == list(range(5))
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(helpers.async_double, 1)
+
+
+@pytest.mark.parametrize("method", ["terminate_workers", "kill_workers"])
+def test_terminate_or_kill_workers_fails_running_tasks_and_stops(
+    make: Any, tmp_path: pathlib.Path, method: str
+) -> None:
+    ex = make(max_workers=1, child_concurrency=1)
+    running = ex.submit(rh.hold_until_released, str(tmp_path), "r", TIMEOUT)
+    helpers.wait_until(lambda: rh.files(tmp_path, "started-r"), TIMEOUT)
+    queued = [ex.submit(rh.sleep_then_mark, str(tmp_path), f"q{i}", 0) for i in range(4)]
+    getattr(ex, method)()
+    with pytest.raises(BrokenWorkerError):
+        running.result(TIMEOUT)
+    assert all(f.cancelled() for f in queued)
+    ex.shutdown(wait=True)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(helpers.async_double, 1)
+
+
+def test_leaving_a_with_block_on_an_exception_cancels_running_coroutines(
+    make: Any, tmp_path: pathlib.Path
+) -> None:
+    ex = make()
+    future = ex.submit(rh.wait_with_finally, str(tmp_path), "w", 120)
+
+    def leave_on_an_exception() -> None:
+        with ex:
+            helpers.wait_until((tmp_path / "started-w").exists, TIMEOUT)
+            raise KeyError("leave")
+
+    with pytest.raises(KeyError):
+        leave_on_an_exception()
+    assert future.cancelled()
+    assert (tmp_path / "finally-w").exists()  # the worker confirmed before shutdown returned
 
 
 def test_shutdown_with_cancel_futures_cancels_queued_work(

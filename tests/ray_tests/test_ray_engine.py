@@ -287,12 +287,23 @@ def gone(pid):
 deadline = time.monotonic() + 30
 while not all(gone(p) for p in pids) and time.monotonic() < deadline:
     time.sleep(0.05)
-print(json.dumps({
+report = {
     "value": value, "squares": squares, "started_here": started_here,
     "initialized_after": ray.is_initialized(), "processes": len(pids),
     "alive_after": [p for p in pids if not gone(p)],
     "first_call_seconds": first_call, "shutdown_seconds": shutdown,
-}))
+}
+
+# A second executor starts Ray again and is never shut down: the interpreter's exit must
+# stop its actors and its Ray (the test checks that these processes are gone).
+left = AsyncRayExecutor(1, ray_init_kwargs={"num_cpus": 1, "include_dashboard": False})
+report["left_value"] = left.submit(defined_in_main, 2).result(180)
+node = ray._private.worker._global_node
+report["left_pids"] = [i.process.pid for infos in node.all_processes.values() for i in infos]
+report["left_pids"] += [w["pid"] for w in left._workers()]
+slow = left.submit(asyncio.sleep, 0.5, "finished")
+print(json.dumps(report), flush=True)
+slow.add_done_callback(lambda f: print("at exit:", f.result(), flush=True))
 """
 
 
@@ -313,18 +324,44 @@ def test_executor_starts_its_own_ray_in_a_thread_of_its_own_and_stops_only_that(
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    *_, last, at_exit = done.stdout.strip().splitlines()
+    report = json.loads(last)
+    assert at_exit == "at exit: finished"  # the exit let the work in flight finish
     assert report["value"] == 15
     assert report["squares"] == 49
     assert report["started_here"]
     assert not report["initialized_after"]
     assert report["processes"] > 1
     assert report["alive_after"] == []
+    assert report["left_value"] == 6
+    # The interpreter exited without shutdown(): its exit stopped the actors and its Ray.
+    wait_for(lambda: all(pid_gone(p) for p in report["left_pids"]), TIMEOUT, "exit cleanup")
     record_timing(
         "executor started its own Ray",
         first_call_seconds=round(report["first_call_seconds"], 2),
         shutdown_seconds=round(report["shutdown_seconds"], 2),
     )
+
+
+def test_a_collected_executor_stops_its_actors(ray_cluster: Any) -> None:
+    import gc
+
+    from aioexec.ray import AsyncRayExecutor
+
+    executor = AsyncRayExecutor(2)
+    try:
+        started(executor, 2)
+        pids = [w["pid"] for w in executor._workers()]
+        manager = executor._ray_engine.manager
+    except BaseException:
+        executor.shutdown(cancel_futures=True)
+        raise
+    del executor
+    gc.collect()
+    assert manager is not None
+    manager.thread.join(TIMEOUT)
+    assert not manager.thread.is_alive()
+    wait_for(lambda: all(pid_gone(p) for p in pids), TIMEOUT, "the actors to exit")
 
 
 # -- calls, loops, callbacks -----------------------------------------------------------------
