@@ -52,10 +52,11 @@ def make(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]]:
             return AsyncProcessExecutor(mp_context="forkserver", **options)
 
     def make(warm: bool = True, **options: Any) -> Executor:
+        options.setdefault("max_workers", 2)  # (Ray's default would be the cluster's CPUs)
         executor = build(**options)
         made.append(executor)
         if warm:
-            workers = options.get("max_workers", 1)
+            workers = options["max_workers"]
             for future in [executor.submit(helpers.async_double, i) for i in range(workers)]:
                 future.result(TIMEOUT)
             if request.param == "ray":  # every actor said hello, not just the first
