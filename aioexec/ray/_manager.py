@@ -169,17 +169,14 @@ class Manager:
         actor_options = self.options.actor_options
         try:
             handle = actor_class().options(**actor_options).remote(self.options.config)
+            hello, watch = handle.hello.remote(), handle.watch.remote()
         except Exception as exc:
             self._break(f"a Ray actor could not be created: {exc!r}", exc)
             return
         with pool.lock:
             actor = pool.add_actor(handle)
-        handle.hello.remote().future().add_done_callback(
-            functools.partial(_post_hello, self.post, actor)
-        )
-        handle.watch.remote().future().add_done_callback(
-            functools.partial(_post_lost, self.post, actor)
-        )
+        hello.future().add_done_callback(functools.partial(_post_hello, self.post, actor))
+        watch.future().add_done_callback(functools.partial(_post_lost, self.post, actor))
 
     def _hello(self, message: Hello) -> None:
         actor = message.actor
@@ -189,6 +186,8 @@ class Manager:
             self._lost(Lost(actor, exc))
             return
         kind, body, _ = decode_reply(reply)
+        if actor.dead:
+            return  # killed meanwhile (kill_workers, the executor broke)
         if kind != Answer.RESULT:
             error = load_exception(body)
             self._break(
