@@ -232,7 +232,7 @@ def test_awaiting_task_cancelled_by_wait_for_cancels_the_coroutine_in_the_worker
             await asyncio.wait_for(call, 1)
 
     asyncio.run(main())
-    helpers.wait_until(record.exists, TIMEOUT)
+    helpers.wait_until(lambda: record.exists() and record.read_text().endswith("\n"), TIMEOUT)
     assert int(record.read_text().split()[0]) != os.getpid()
 
 
