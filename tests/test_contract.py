@@ -29,6 +29,7 @@ from aioexec import (
     BrokenWorkerError,
     RemoteError,
     RemoteTraceback,
+    TaskTimeout,
     in_child,
 )
 
@@ -242,6 +243,93 @@ def test_running_plain_function_cannot_be_cancelled(make: Any) -> None:
     helpers.wait_until(future.running, TIMEOUT)
     assert not future.cancel()
     assert future.result(TIMEOUT) == "done"
+
+
+# -- per-call options: timeouts, stoppable plain calls -----------------------------------------
+
+
+def worker_pids(ex: Any) -> set[int]:
+    return {w.pid for w in ex.stats().workers}
+
+
+def test_a_timeout_cancels_a_coroutine_in_its_worker_with_task_timeout(
+    make: Any, tmp_path: pathlib.Path
+) -> None:
+    ex = make(max_workers=1)
+    record = tmp_path / "finally"
+
+    async def main() -> None:
+        with pytest.raises(TaskTimeout, match=r"timeout of 0\.3 s"):
+            await ex.options(timeout=0.3).run(
+                helpers.async_sleep_recording_finally, 60, str(record)
+            )
+
+    asyncio.run(main())
+    helpers.wait_until(lambda: record.exists() and record.read_text().endswith("\n"), TIMEOUT)
+    [pid] = [int(p) for p in record.read_text().split()]
+    assert pid in worker_pids(ex)  # only cancelled: its worker stays
+    assert ex.options(timeout=30).submit(helpers.double, 3).result(TIMEOUT) == 6
+
+
+def test_a_timeout_stops_a_plain_call_with_task_timeout_and_its_worker_is_replaced(
+    make: Any,
+) -> None:
+    ex = make(max_workers=1)
+    future = ex.options(timeout=0.5).submit(helpers.sleep, 60)
+    with pytest.raises(TaskTimeout, match=r"timeout of 0\.5 s"):
+        future.result(TIMEOUT)
+    helpers.wait_until(lambda: ex.stats().workers_retired == 1, TIMEOUT)
+    assert ex.submit(helpers.double, 2).result(TIMEOUT) == 4
+
+
+def test_cancel_stops_a_running_stoppable_plain_call_which_ran_alone(
+    make: Any, tmp_path: pathlib.Path
+) -> None:
+    ex = make(max_workers=2)
+    started = tmp_path / "started"
+    neighbour = ex.submit(helpers.async_sleep, 1.0, "untouched")  # goes to the other worker
+    stoppable = ex.options(stoppable=True).submit(
+        helpers.sleep_recording_finally, 60, str(tmp_path / "finally"), str(started)
+    )
+    helpers.wait_until(started.exists, TIMEOUT)
+    assert stoppable.cancel()
+    assert stoppable.cancelled()
+    helpers.wait_until(lambda: ex.stats().workers_retired == 1, TIMEOUT)
+    assert neighbour.result(TIMEOUT) == "untouched"
+    assert ex.submit(helpers.double, 4).result(TIMEOUT) == 8
+
+
+def test_stats_count_tasks_by_outcome_and_workers_by_how_they_ended(
+    make: Any, tmp_path: pathlib.Path
+) -> None:
+    ex = make(max_workers=2)  # (warm: two tasks done)
+    for i in range(3):
+        assert ex.submit(helpers.double, i).result(TIMEOUT) == 2 * i
+    with pytest.raises(ValueError, match="boom"):
+        ex.submit(helpers.raise_value_error, "boom").result(TIMEOUT)
+    running = ex.submit(rh.wait_with_finally, str(tmp_path), "c", 60)
+    helpers.wait_until((tmp_path / "started-c").exists, TIMEOUT)
+    assert running.cancel()
+    helpers.wait_until(lambda: ex.stats().tasks_cancelled == 1, TIMEOUT)
+    doomed = ex.submit(rh.hold_until_released, str(tmp_path), "d", TIMEOUT)
+    helpers.wait_until(lambda: rh.files(tmp_path, "started-d"), TIMEOUT)
+    [name] = rh.files(tmp_path, "started-d")
+    victim = int(name.rsplit("-", 1)[1])
+    os.kill(victim, signal.SIGKILL)
+    assert isinstance(doomed.exception(TIMEOUT), BrokenWorkerError)
+    assert ex.submit(helpers.double, 5).result(TIMEOUT) == 10  # on a replacement, or not
+
+    stats = ex.stats()
+    assert stats.tasks_sent == 9
+    assert (stats.tasks_done, stats.tasks_failed, stats.tasks_cancelled) == (6, 2, 1)
+    assert stats.workers_lost == 1
+    assert stats.workers_started == len(stats.workers) + stats.workers_lost
+    assert stats.queued == 0
+    assert stats.broken is None
+    assert victim not in {w.pid for w in stats.workers}
+    for worker in stats.workers:
+        assert worker.state in ("starting", "ready", "retiring")
+        assert isinstance(worker.worker_id, int)
 
 
 # -- worker deaths ---------------------------------------------------------------------------

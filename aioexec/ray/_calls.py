@@ -43,7 +43,7 @@ from ray.exceptions import RayActorError
 from .._errors import BrokenWorkerError, load_exception, undeliverable
 from .._front.engine import EngineFuture, OutcomeBatch
 from .._worker.outcome import Answer
-from ._messages import CheckIdle, Deliver, Lost, Message
+from ._messages import CheckIdle, Deliver, Lost, Message, StartTimeout, StopPlainCall
 from ._pool import ActorPool, RayActor, Send
 from ._wire import decode_reply, encode_request
 
@@ -81,6 +81,8 @@ class Calls:
                 ref = actor.handle.run.remote(encode_request(task_id, task.is_async, task.call))
                 done = ref.future()
                 done.add_done_callback(functools.partial(self._on_reply, actor, task_id))
+                if task.options is not None and task.options.timeout is not None:
+                    self._post(StartTimeout(task_id, task.options.timeout))
             except BaseException as exc:
                 # Ray refused the call (shut down underneath us?), or an interruption: the
                 # task must not stay counted as running, or shutdown would wait for it.
@@ -91,11 +93,18 @@ class Calls:
                     raise
 
     def cancel(self, future: EngineFuture) -> None:
-        """A running coroutine's future was cancelled: tell its actor (control group)."""
+        """A running task's future was cancelled: a coroutine is cancelled by its actor
+        (control group); a stoppable plain call is stopped with its actor (manager thread)."""
+        task_id = future.task_id
         with self._pool.lock:
-            actor = self._pool.running_on.get(future.task_id)
-        if actor is not None:
-            self.send_cancel(actor, future.task_id)
+            actor = self._pool.running_on.get(task_id)
+            plain = actor is not None and task_id == actor.plain_task_id
+        if actor is None:
+            return  # queued (never sent now), or answered already
+        if plain:
+            self._post(StopPlainCall(actor, task_id, "its stoppable call was cancelled"))
+        else:
+            self.send_cancel(actor, task_id)
 
     def send_cancel(self, actor: RayActor, task_id: int) -> None:
         # Sent even if run.remote() of the task is not issued yet (another thread reserved
@@ -123,19 +132,28 @@ class Calls:
             self._post(Lost(actor, exc))  # its other calls fail too: the manager's job
             return
         except BaseException as exc:  # a Ray error of this call only; the actor lives on
-            error = ray_failure(exc, f"Ray failed it on {actor.describe()}")
-            self.send(self._fail(actor, task_id, error))
+            failure = ray_failure(exc, f"Ray failed it on {actor.describe()}")
+            self.send(self._fail(actor, task_id, failure))
             return
+        outcome, value, error = read_reply(reply, actor)  # before the lock: it may unpickle
         pool = self._pool
+        sends: list[Send] = []
         with pool.lock:
             future = pool.take_running(actor, task_id)
-            sends = pool.reserve() if future is not None else []
+            if future is not None:
+                pool.count(actor, task_id, outcome)
+                sends = pool.reserve()
             wake = pool.shutting_down and pool.idle()
         if future is not None:
             batch = self._new_batch()
-            record_reply(batch, future, reply, actor)
+            if outcome == "cancelled":
+                batch.cancelled(future)
+            elif error is not None:
+                batch.error(future, error)
+            else:
+                batch.result(future, value)
             batch.deliver(None, post=self._deliver_later)
-        self.send(sends)
+            self.send(sends)
         if wake:
             self._post(CheckIdle())
 
@@ -144,7 +162,10 @@ class Calls:
         pool = self._pool
         with pool.lock:
             future = pool.take_running(actor, task_id)
-            sends = pool.reserve() if future is not None else []
+            sends: list[Send] = []
+            if future is not None:
+                pool.count(actor, task_id, "failed")
+                sends = pool.reserve()
             wake = pool.shutting_down and pool.idle()
         if future is not None:
             batch = self._new_batch()
@@ -155,22 +176,22 @@ class Calls:
         return sends
 
 
-def record_reply(batch: OutcomeBatch, future: EngineFuture, reply: bytes, actor: RayActor) -> None:
-    """Put the outcome a reply carries into ``batch``; an outcome that cannot be unpickled
-    here fails this task only, with ``DeliveryError``."""
+def read_reply(reply: bytes, actor: RayActor) -> tuple[str, Any, BaseException | None]:
+    """The outcome a reply carries: ("done", value, None), ("failed", None, error) or
+    ("cancelled", None, None). An outcome that cannot be unpickled here fails this task
+    only, with ``DeliveryError``."""
     kind, body, buffers = decode_reply(reply)
     if kind == Answer.CANCELLED:
-        batch.cancelled(future)
-        return
+        return "cancelled", None, None
     try:
         if kind == Answer.RESULT:
-            batch.result(future, pickle.loads(body, buffers=buffers))
-            return
+            return "done", pickle.loads(body, buffers=buffers), None
         error = load_exception(body)
     except BaseException as exc:
         what = "the result" if kind == Answer.RESULT else "the exception"
-        batch.error(
-            future,
+        return (
+            "failed",
+            None,
             undeliverable(
                 exc,
                 f"{what} of this task, sent by {actor.describe()}, could not be unpickled in "
@@ -178,12 +199,11 @@ def record_reply(batch: OutcomeBatch, future: EngineFuture, reply: bytes, actor:
                 "and picklable in this process too",
             ),
         )
-        return
     if kind == Answer.UNDELIVERABLE:
         error = undeliverable(
             error, f"{actor.describe()} could not unpickle this task's function or arguments"
         )
-    batch.error(future, error)
+    return "failed", None, error
 
 
 def ray_failure(exc: BaseException, what: str) -> BrokenWorkerError:

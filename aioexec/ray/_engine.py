@@ -25,7 +25,7 @@ import ray.cloudpickle
 
 from .._cpython import register_atexit
 from .._errors import BrokenPoolError
-from .._front.engine import EngineFuture, Task, WaitHook, WorkerOptions
+from .._front.engine import EngineFuture, Stats, Task, WaitHook, WorkerOptions
 from .._worker.codec import Payload, pickle_call
 from ._calls import in_ray_callback
 from ._manager import Manager, RayOptions
@@ -101,7 +101,7 @@ class RayEngine:
         with pool.lock:
             refused = pool.broken is not None or pool.exited
             if not refused:
-                (pool.queued_async if task.is_async else pool.queued_sync).append(task)
+                pool.queue_for(task).append(task)
                 sends = pool.reserve()
         if refused:
             self._refuse(task.future)
@@ -145,6 +145,10 @@ class RayEngine:
     def terminate(self, kill: bool) -> None:
         if self._manager is not None:
             self._manager.post(Terminate(kill))
+
+    def stats(self) -> Stats:
+        with self._pool.lock:
+            return self._pool.stats()
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -50,7 +50,9 @@ class AsyncRayExecutor(ExecutorFront):
     cancelling a running coroutine cancels it in its actor (its ``finally`` runs). An actor
     that is lost (its process or node dies) fails only its own tasks, with
     ``BrokenWorkerError``, and is replaced. Calls are at most once: a lost task is never
-    re-run.
+    re-run. ``options(timeout=..., stoppable=...)`` works as on ``AsyncProcessExecutor``,
+    except that a stoppable plain call is stopped by killing its actor at once (Ray cannot
+    interrupt an actor's thread): no ``TaskStopped``, no ``finally``, no ``grace``.
 
     Args:
         max_workers: how many actors. Default: one per CPU of the cluster, counted when the

@@ -32,7 +32,8 @@ from typing import Any
 
 import ray
 
-from .._errors import BrokenPoolError, BrokenWorkerError, load_exception
+from .._deadlines import Deadlines
+from .._errors import BrokenPoolError, BrokenWorkerError, TaskTimeout, load_exception
 from .._front.engine import EngineFuture
 from .._worker.outcome import Answer
 from ._actor import RayWorker
@@ -46,6 +47,8 @@ from ._messages import (
     Mailbox,
     Message,
     Shutdown,
+    StartTimeout,
+    StopPlainCall,
     Terminate,
 )
 from ._pool import ActorPool, RayActor
@@ -102,6 +105,7 @@ class Manager:
         self._on_size = on_size  # told the number of actors once the cluster is known
         self._connected = False  # the session is held (released when the thread ends)
         self._start_failures = 0  # actors in a row lost before their hello
+        self._deadlines = Deadlines()  # task timeouts (this thread only)
 
     # -- any thread -------------------------------------------------------------------------
 
@@ -117,8 +121,10 @@ class Manager:
         try:
             self._connect()
             while not self._finished():
-                message = self.mailbox.take()
-                _HANDLERS[type(message)](self, message)
+                message = self.mailbox.take(self._deadlines.wait_time())
+                if message is not None:
+                    _HANDLERS[type(message)](self, message)
+                self._on_deadlines()
         except BaseException as exc:
             _LOGGER.critical("aioexec: the Ray manager thread failed", exc_info=True)
             self._break(f"its manager thread failed: {exc!r}", exc)
@@ -126,7 +132,7 @@ class Manager:
             with pool.lock:
                 actors = list(pool.actors.values())
                 for actor in actors:
-                    pool.lose(actor)
+                    pool.lose(actor, "was stopped at shutdown", lost=False)
                 pool.exited = True
             for actor in actors:
                 _kill(actor)
@@ -209,22 +215,26 @@ class Manager:
 
     def _lost(self, message: Lost) -> None:
         actor, exc = message.actor, message.error
-        pool = self.pool
-        with pool.lock:
-            if actor.dead:
-                return  # killed by us, or its loss is known already
-            futures = pool.lose(actor)
-            replace = not pool.shutting_down and pool.broken is None
-        _LOGGER.warning("aioexec: %s was lost: %s", actor.describe(), _first_line(exc))
+        how = f"was lost ({type(exc).__name__}: {_first_line(exc)})"
+        with self.pool.lock:
+            futures = self.pool.lose(actor, how, lost=True)
+        if futures is None:
+            return  # killed by us, or its loss is known already
+        _LOGGER.warning("aioexec: %s %s", actor.describe(), how)
         error_text = (
-            f"aioexec: {actor.describe()} was lost while running this task "
-            f"({type(exc).__name__}: {_first_line(exc)}); the executor goes on with a new actor."
+            f"aioexec: {actor.describe()} {how} while running this task; the executor goes on "
+            "with a new actor."
         )
-        self._fail(futures, lambda: BrokenWorkerError(error_text))
+        self._fail(futures, functools.partial(BrokenWorkerError, error_text))
         _kill(actor)
-        if not replace:
-            return
-        if not actor.ready:
+        self._replace(actor, exc)
+
+    def _replace(self, actor: RayActor, exc: BaseException | None) -> None:
+        """Start an actor in place of ``actor``, unless the executor stops (or broke)."""
+        with self.pool.lock:
+            if self.pool.shutting_down or self.pool.broken is not None:
+                return
+        if exc is not None and not actor.ready:
             self._start_failures += 1
             if self._start_failures >= _START_FAILURES_TO_BREAK:
                 self._break(
@@ -234,6 +244,55 @@ class Manager:
                 )
                 return
         self._start_actor()
+
+    # -- timeouts and stoppable calls -------------------------------------------------------
+
+    def _start_timeout(self, message: StartTimeout) -> None:
+        self._deadlines.add(message.seconds, message.task_id, grace=False)
+
+    def _on_deadlines(self) -> None:
+        pool = self.pool
+        for deadline in self._deadlines.expired():
+            task_id = deadline.task_id
+            with pool.lock:
+                actor = pool.running_on.get(task_id)
+                if actor is None:
+                    continue  # it ended in time
+                future = actor.running[task_id]
+                if future.was_cancelled():
+                    continue  # cancelled meanwhile: stopped already
+                pool.failed += 1
+                actor.tasks_failed += 1
+                pool.timed_out.add(task_id)  # its coming CANCELLED is counted here
+                plain = task_id == actor.plain_task_id
+            self._fail(
+                [future],
+                functools.partial(
+                    TaskTimeout,
+                    f"aioexec: the task ran longer than its timeout of {deadline.seconds} s "
+                    f"in {actor.describe()}, and was stopped",
+                ),
+            )
+            if plain:
+                self._stop_plain_call(StopPlainCall(actor, task_id, "it ran past its timeout"))
+            else:
+                self.calls.send_cancel(actor, task_id)
+
+    def _stop_plain_call(self, message: StopPlainCall) -> None:
+        """Stop a stoppable plain call: a Ray actor offers no way to interrupt its thread, so
+        the actor, which runs nothing else, is killed at once (its ``finally`` blocks do not
+        run, ``grace`` is not waited for) and replaced."""
+        actor = message.actor
+        with self.pool.lock:
+            if actor.running.get(message.task_id) is None:
+                return  # answered meanwhile
+            futures = self.pool.lose(actor, f"was stopped: {message.why}", lost=False)
+        if futures is None:
+            return
+        text = f"aioexec: {actor.describe()} was stopped ({message.why}) while running this task."
+        self._fail(futures, functools.partial(BrokenWorkerError, text))
+        _kill(actor)
+        self._replace(actor, None)
 
     # -- what other threads ask -------------------------------------------------------------
 
@@ -248,6 +307,7 @@ class Manager:
         with pool.lock:
             pool.shutting_down = True
             queued = pool.take_queued() if message.cancel_futures else []
+            pool.cancelled += len(queued)
         batch = pool.options.new_batch()
         for future in queued:
             batch.cancelled(future)
@@ -257,6 +317,7 @@ class Manager:
         pool = self.pool
         with pool.lock:
             queued = pool.take_queued()
+            pool.cancelled += len(queued)
             running = [
                 (actor, task_id, future)
                 for actor in pool.actors.values()
@@ -276,10 +337,12 @@ class Manager:
         how = "kill_workers()" if message.kill else "terminate_workers()"
         pool = self.pool
         with pool.lock:
-            lost = [(actor, pool.lose(actor)) for actor in list(pool.actors.values())]
+            ended = f"was killed by {how}"
+            actors = list(pool.actors.values())
+            lost = [(actor, pool.lose(actor, ended, lost=False)) for actor in actors]
         for actor, futures in lost:
             text = f"aioexec: {actor.describe()} was killed by {how} while running this task."
-            self._fail(futures, functools.partial(BrokenWorkerError, text))
+            self._fail(futures or [], functools.partial(BrokenWorkerError, text))
             _kill(actor)
 
     # -- breaking ---------------------------------------------------------------------------
@@ -295,9 +358,10 @@ class Manager:
             # A queued task's future must be moved to running before it fails (unless it
             # was cancelled meanwhile).
             futures = [f for f in pool.take_queued() if f.start_running()]
+            pool.failed += len(futures)
             actors = list(pool.actors.values())
             for actor in actors:
-                futures += pool.lose(actor)
+                futures += pool.lose(actor, "was stopped: the executor broke", lost=False) or []
         _LOGGER.error("%s", pool.broken)
         broken = pool.broken
         attached = None if cause is None or _is_ray_type(cause) else cause
@@ -323,6 +387,8 @@ class Manager:
 _HANDLERS: dict[type, Callable[[Manager, Any], None]] = {
     Hello: Manager._hello,
     Lost: Manager._lost,
+    StartTimeout: Manager._start_timeout,
+    StopPlainCall: Manager._stop_plain_call,
     Deliver: Manager._deliver,
     CheckIdle: Manager._check_idle,
     Shutdown: Manager._shutdown,

@@ -25,6 +25,8 @@ __all__ = [
     "Mailbox",
     "Message",
     "Shutdown",
+    "StartTimeout",
+    "StopPlainCall",
     "Terminate",
 ]
 
@@ -43,6 +45,23 @@ class Lost:
 
     actor: RayActor
     error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimeout:
+    """A task with a ``timeout`` was sent: stop it if it runs ``seconds`` longer."""
+
+    task_id: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopPlainCall:
+    """Stop the stoppable plain call ``task_id`` of ``actor`` (``why``): the actor goes."""
+
+    actor: RayActor
+    task_id: int
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +95,10 @@ class Terminate:
     kill: bool
 
 
-Message: TypeAlias = "Hello | Lost | Deliver | CheckIdle | Shutdown | CancelAll | Terminate"
+Message: TypeAlias = (
+    "Hello | Lost | StartTimeout | StopPlainCall | Deliver | CheckIdle | Shutdown | CancelAll"
+    " | Terminate"
+)
 
 
 class Mailbox:
@@ -88,9 +110,12 @@ class Mailbox:
     def post(self, message: Message) -> None:
         self._queue.put(message)
 
-    def take(self) -> Message:
-        """The oldest message; blocks until there is one."""
-        return self._queue.get()
+    def take(self, timeout: float | None) -> Message | None:
+        """The oldest message; blocks until there is one, or ``timeout`` seconds (None)."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def take_nowait(self) -> Message | None:
         try:
