@@ -45,7 +45,7 @@ from .._worker.outcome import Answer, dump_exception
 from .._worker.runtime import WorkerRuntime, initialize, run_initializer
 from ._wire import decode_request, encode_reply
 
-__all__ = ["RayWorker", "WorkerConfig"]
+__all__ = ["RayWorker", "WorkerConfig", "actor_class"]
 
 #: (initializer, initargs, loop_factory), pickled by the driver with Ray's cloudpickle.
 WorkerConfig = tuple[Callable[..., object] | None, tuple[Any, ...], Callable[[], Any] | None]
@@ -199,3 +199,19 @@ class RayWorker:
         waiter = self._waiters.pop(task_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(reply)
+
+
+_actor_class: Any = None
+
+
+def actor_class() -> Any:
+    """``RayWorker`` as a Ray actor class (made once: Ray exports it on first use), for the
+    driver."""
+    global _actor_class
+    if _actor_class is None:
+        # Through Any: Ray's stubs (when installed) know no concurrency_groups.
+        remote: Any = ray.remote
+        _actor_class = remote(
+            concurrency_groups={"control": 1, "watch": 1}, max_restarts=0, max_task_retries=0
+        )(RayWorker)
+    return _actor_class

@@ -47,7 +47,7 @@ from ._messages import CheckIdle, Deliver, Lost, Message, StartTimeout, StopPlai
 from ._pool import ActorPool, RayActor, Send
 from ._wire import decode_reply, encode_request
 
-__all__ = ["Calls", "in_ray_callback", "ray_failure"]
+__all__ = ["Calls", "describe_error", "in_ray_callback", "is_ray_type", "ray_failure"]
 
 _LOGGER = logging.getLogger("aioexec")
 _RefFuture = concurrent.futures.Future[Any]  # an ObjectRef's future(), set in Ray's thread
@@ -209,9 +209,17 @@ def read_reply(reply: bytes, actor: RayActor) -> tuple[str, Any, BaseException |
 def ray_failure(exc: BaseException, what: str) -> BrokenWorkerError:
     """A call that Ray itself failed (not the task): ``BrokenWorkerError`` naming Ray's error,
     which is not attached (no Ray exception type ever reaches the user)."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
     return BrokenWorkerError(
-        f"aioexec: this task was lost: {what} ({type(exc).__name__}: {first}); the executor "
-        "goes on."
+        f"aioexec: this task was lost: {what} ({describe_error(exc)}); the executor goes on."
     )
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message``, for Ray's errors, which run over many lines."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def is_ray_type(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module == "ray" or module.startswith("ray.")

@@ -17,8 +17,9 @@ from .._front.executor import ExecutorFront
 from .._front.options import Fallback, check_fallback, worker_options
 from .._front.scheduler import SchedulerSpec
 from .._worker.outcome import add_note
+from ._actor import actor_class
 from ._engine import RayEngine
-from ._manager import RayOptions, actor_class
+from ._manager import RayOptions
 
 __all__ = ["AsyncRayExecutor"]
 

@@ -8,6 +8,11 @@ Data flow::
     Ray's thread: watch/run
       failed (actor lost)      -> Lost: its calls fail with BrokenWorkerError; ray.kill;
                                   a replacement starts (3 failed starts in a row: broken)
+    a task with a timeout sent -> StartTimeout: a deadline; when it passes, the task fails
+                                  with TaskTimeout and is stopped (below)
+    a stoppable plain call
+      cancelled or timed out   -> StopPlainCall: its actor (which runs nothing else) is
+                                  killed and replaced; a coroutine is cancelled in its actor
     Ray's thread: a batch with
       plain callbacks          -> Deliver: they run here, never in Ray's thread
     shutdown / cancel_all /
@@ -16,6 +21,8 @@ Data flow::
                                   killed, the session released, the thread ends
 
 The hot path (sending calls, reading replies) never comes here (see ``aioexec.ray._calls``).
+The thread sleeps in the mailbox's ``get``, no longer than the nearest deadline
+(``aioexec._deadlines``): nothing polls.
 The scheduling state is the ``ActorPool``, under its lock, which this thread holds for
 bookkeeping only: ``ray.kill`` and every other Ray call happen after it is released.
 """
@@ -36,8 +43,8 @@ from .._deadlines import Deadlines
 from .._errors import BrokenPoolError, BrokenWorkerError, TaskTimeout, load_exception
 from .._front.engine import EngineFuture
 from .._worker.outcome import Answer
-from ._actor import RayWorker
-from ._calls import Calls
+from ._actor import actor_class
+from ._calls import Calls, describe_error, is_ray_type
 from ._messages import (
     CancelAll,
     CheckIdle,
@@ -70,21 +77,6 @@ class RayOptions:
     actor_options: dict[str, Any]  # for ActorClass.options(); max_concurrency set here
     config: bytes  # the actors' WorkerConfig, pickled with Ray's cloudpickle
     size_from_cluster: bool  # max_workers was None: one actor per CPU of the cluster
-
-
-_actor_class: Any = None
-
-
-def actor_class() -> Any:
-    """``RayWorker`` as a Ray actor class (made once: Ray exports it on first use)."""
-    global _actor_class
-    if _actor_class is None:
-        # Through Any: Ray's stubs (when installed) know no concurrency_groups.
-        remote: Any = ray.remote
-        _actor_class = remote(
-            concurrency_groups={"control": 1, "watch": 1}, max_restarts=0, max_task_retries=0
-        )(RayWorker)
-    return _actor_class
 
 
 class Manager:
@@ -215,7 +207,7 @@ class Manager:
 
     def _lost(self, message: Lost) -> None:
         actor, exc = message.actor, message.error
-        how = f"was lost ({type(exc).__name__}: {_first_line(exc)})"
+        how = f"was lost ({describe_error(exc)})"
         with self.pool.lock:
             futures = self.pool.lose(actor, how, lost=True)
         if futures is None:
@@ -239,7 +231,7 @@ class Manager:
             if self._start_failures >= _START_FAILURES_TO_BREAK:
                 self._break(
                     f"{self._start_failures} Ray actors in a row were lost before they "
-                    f"started; the last: {type(exc).__name__}: {_first_line(exc)}",
+                    f"started; the last: {describe_error(exc)}",
                     exc,
                 )
                 return
@@ -364,7 +356,7 @@ class Manager:
                 futures += pool.lose(actor, "was stopped: the executor broke", lost=False) or []
         _LOGGER.error("%s", pool.broken)
         broken = pool.broken
-        attached = None if cause is None or _is_ray_type(cause) else cause
+        attached = None if cause is None or is_ray_type(cause) else cause
 
         def error() -> BrokenPoolError:
             exc = BrokenPoolError(broken)
@@ -411,13 +403,3 @@ def _kill(actor: RayActor) -> None:
         ray.kill(actor.handle, no_restart=True)
     except Exception:
         pass  # gone already, or Ray shut down
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else ""
-
-
-def _is_ray_type(exc: BaseException) -> bool:
-    module = type(exc).__module__
-    return module == "ray" or module.startswith("ray.")
