@@ -31,6 +31,7 @@ __all__ = [
     "describe_exit",
     "dump_exception",
     "load_exception",
+    "undeliverable",
 ]
 
 
@@ -119,6 +120,19 @@ def load_exception(data: bytes | memoryview) -> BaseException:
         )
     exc.__cause__ = remote_tb
     return exc
+
+
+def undeliverable(cause: BaseException, what: str) -> DeliveryError:
+    """The error of a task whose call or outcome could not be unpickled (``cause``) where
+    ``what`` says."""
+    error = DeliveryError(
+        f"aioexec: {what} ({type(cause).__name__}: {cause}). Only this task failed."
+    )
+    # Its traceback runs through the engine thread's frames, which hold the engine: dropped,
+    # so that a caller keeping the error does not keep the engine (and its thread) alive.
+    cause.__traceback__ = None
+    error.__cause__ = cause
+    return error
 
 
 def describe_exit(exitcode: int | None) -> str:

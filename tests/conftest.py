@@ -14,6 +14,15 @@ from typing import Any
 
 import pytest
 
+# The Ray fixtures, registered here once so that every test module shares one Ray cluster per
+# session (they skip outside a loopback-only network namespace, and never import Ray then).
+from ray_tests.fixtures import (  # noqa: F401
+    make_ray_executor,
+    ray_cluster,
+    ray_env,
+    second_node,
+)
+
 from aioexec import AsyncProcessExecutor
 
 START_METHODS = ["forkserver", "spawn"]

@@ -28,10 +28,10 @@ from typing import Any
 from .._errors import (
     BrokenPoolError,
     BrokenWorkerError,
-    DeliveryError,
     RemoteTraceback,
     describe_exit,
     load_exception,
+    undeliverable,
 )
 from .._front.engine import EngineFuture
 from .pool import Pool
@@ -259,14 +259,3 @@ def outcome(frame: Frame, pid: int) -> tuple[Any, BaseException | None]:
             "parent; the classes of returned objects and exceptions must be importable and "
             "picklable in this process too",
         )
-
-
-def undeliverable(cause: BaseException, what: str) -> DeliveryError:
-    error = DeliveryError(
-        f"aioexec: {what} ({type(cause).__name__}: {cause}). Only this task failed."
-    )
-    # Its traceback runs through this thread's frames, which hold the manager: dropped, so
-    # that a caller keeping the error does not keep the manager (and its thread) alive.
-    cause.__traceback__ = None
-    error.__cause__ = cause
-    return error

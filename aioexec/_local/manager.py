@@ -33,11 +33,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._deadlines import Deadlines
 from .._errors import TaskTimeout
 from .._front.engine import EngineFuture, Task, WorkerId
 from . import forks
 from .answers import Answers, header_check, start_failure_advice
-from .deadlines import Deadlines
 from .lease import LeaseKeeper
 from .messages import (
     CancelAll,

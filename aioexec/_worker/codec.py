@@ -98,16 +98,21 @@ def pickle_call(
     kwargs: Mapping[str, Any],
     *,
     by_value: bool = False,
+    pickler: Any = None,
 ) -> Payload:
     """Pickle a call for a worker: ``(fn, args, kwargs)``. ``by_value``: with cloudpickle,
     which sends lambdas, nested functions and functions of ``__main__`` by value (the worker
     unpickles them with the standard ``pickle``, and needs cloudpickle installed too).
+    ``pickler``: the cloudpickle module to use for that (the Ray engine passes Ray's own
+    copy, ``ray.cloudpickle``, which every Ray worker has); default: the ``cloudpickle``
+    package.
 
     On failure, raise the pickling error with a note that names the object that could not
     be pickled and says what to do. The out-of-band buffers still point into the caller's
     objects (no copy) until the call is written out."""
-    pickler: Any = pickle
-    if by_value:
+    if not by_value:
+        pickler = pickle
+    elif pickler is None:
         import cloudpickle  # an optional extra: imported only when asked for
 
         pickler = cloudpickle

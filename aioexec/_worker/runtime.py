@@ -42,7 +42,7 @@ from .outcome import Answer, describe_callable, dump_exception, unpickling_advic
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["AnswerFn", "TaskStopped", "WorkerRuntime", "new_task", "run_initializer"]
+__all__ = ["AnswerFn", "TaskStopped", "WorkerRuntime", "initialize", "new_task", "run_initializer"]
 
 #: ``answer(kind, task_id, body, buffers, copied)``: one task's outcome, ready to frame.
 AnswerFn = Callable[..., None]
@@ -85,6 +85,14 @@ def run_initializer(
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+async def initialize(initializer: Callable[..., object], initargs: tuple[Any, ...]) -> None:
+    """Run a sync or async initializer to its end on the running loop (a worker whose loop
+    is already running, such as a Ray actor's)."""
+    outcome = initializer(*initargs)
+    if inspect.isawaitable(outcome):
+        await outcome
 
 
 class WorkerRuntime:

@@ -1,10 +1,12 @@
-"""When the manager thread must act without being woken: task timeouts and grace periods.
+"""When an engine's manager thread must act without being woken: task timeouts and grace
+periods.
 
 Neighbours: ``_local.manager`` adds a deadline when it sends a task with a ``timeout`` and when
 it stops a plain call (the call's grace period), sleeps in ``selector.select`` no longer than
-:meth:`Deadlines.wait_time`, and acts on what :meth:`Deadlines.expired` returns. The manager
-thread alone uses this (no lock). Nothing polls: with no deadline, the manager sleeps until an
-event wakes it.
+:meth:`Deadlines.wait_time`, and acts on what :meth:`Deadlines.expired` returns;
+``aioexec.ray._manager`` does the same around its mailbox's blocking ``get``. Each manager
+thread alone uses its own (no lock). Nothing polls: with no deadline, the manager sleeps until
+an event wakes it.
 """
 
 from __future__ import annotations
