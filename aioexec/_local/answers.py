@@ -109,7 +109,7 @@ class Answers:
             if frame.task_id in pool.timed_out:
                 pool.timed_out.discard(frame.task_id)  # counted as failed already
             else:
-                pool.cancelled += 1
+                pool.totals.cancelled += 1
             completions.cancelled(future)
         else:
             value, error = outcome(frame, child.pid)
@@ -121,10 +121,10 @@ class Answers:
                     "arguments",
                 )
             if error is None:
-                pool.done += 1
+                pool.totals.done += 1
                 completions.result(future, value)
             else:
-                pool.failed += 1
+                pool.totals.failed += 1
                 child.tasks_failed += 1
                 completions.error(future, error)
         # Forgotten only once its outcome is recorded: a reader interrupted before that
@@ -164,7 +164,7 @@ class Answers:
             )
             error.__cause__ = RemoteTraceback(f"\n'''\n{ended}'''")  # type: ignore[arg-type]
             child.tasks_failed += 1
-            pool.failed += 1
+            pool.totals.failed += 1
             pool.completions.error(pool.take_running(child, task_id), error)
 
     def _log_exit(self, child: ChildProcess, how: str) -> None:
@@ -193,7 +193,7 @@ class Answers:
         self.fail_queued()
         for child in pool.children.values():
             for task_id in list(child.running):
-                pool.failed += 1
+                pool.totals.failed += 1
                 pool.completions.error(pool.take_running(child, task_id), self.broken_error(cause))
             # A child still starting is left to finish (an initializer that failed there
             # too must get to log it) and then stops on the STOP it is sent; a child that
@@ -213,7 +213,7 @@ class Answers:
             while queue:
                 future = queue.popleft().future
                 if future.start_running():
-                    pool.failed += 1
+                    pool.totals.failed += 1
                     pool.completions.error(future, self.broken_error(None))
 
     def fail_one(self, future: EngineFuture, error: BaseException) -> None:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._cpython import register_atexit, running_loop
+from .._cpython import running_loop
+from .._engines import check_open, stop_at_exit
 from .._front.engine import EngineFuture, Stats, Task, WaitHook, WorkerOptions
 from .._worker.codec import Payload, pickle_call
 from . import forks
@@ -33,23 +33,7 @@ from .process import ChildProcess
 __all__ = ["LocalEngine"]
 
 _LOGGER = logging.getLogger("aioexec")
-_live: weakref.WeakSet[LocalEngine] = weakref.WeakSet()  # engines whose manager may run
-_interpreter_exiting = False
 _NO_STATS = Stats((), 0, 0, 0, 0, 0, 0, 0, 0, 0, None)  # before the first task for a worker
-
-
-def _at_interpreter_exit() -> None:
-    """Like ProcessPoolExecutor: let submitted work finish, then stop children and threads."""
-    global _interpreter_exiting
-    _interpreter_exiting = True
-    engines = list(_live)
-    for engine in engines:
-        engine.shutdown(cancel_futures=False)
-    for engine in engines:
-        engine.join()
-
-
-register_atexit(_at_interpreter_exit)
 
 
 class LocalEngine:
@@ -103,7 +87,7 @@ class LocalEngine:
                 if manager is None:
                     manager = Manager(self._local, name=self._name)
                     manager.thread.start()
-                    _live.add(self)
+                    stop_at_exit(self)
                     self._manager = manager
         self._check_usable()
         self._start_child_unless_one_is_idle(manager)
@@ -218,17 +202,7 @@ class LocalEngine:
     # -- helpers ----------------------------------------------------------------------------
 
     def _check_usable(self) -> None:
-        if self._forked_from:
-            raise RuntimeError(
-                f"aioexec: this executor belongs to process {self._forked_from}, and this "
-                "process is a fork of it: its workers and threads stayed there. Create a new "
-                "executor in this process (or start processes with the 'spawn' or "
-                "'forkserver' method)."
-            )
-        if self._closed:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        if _interpreter_exiting:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        check_open(self._closed, self._forked_from)
 
     def _start_child_unless_one_is_idle(self, manager: Manager) -> None:
         """What ProcessPoolExecutor does in submit(): unless a task ended since the last

@@ -199,7 +199,7 @@ class Manager:
         pool = self.pool
         for queue in pool.queues():
             while queue:
-                pool.cancelled += 1
+                pool.totals.cancelled += 1
                 pool.completions.cancelled(queue.popleft().future)
 
     # -- dispatching ------------------------------------------------------------------------
@@ -286,7 +286,7 @@ class Manager:
             if deadline.grace:
                 child.abort("its stoppable call did not stop within its grace period")
                 continue
-            pool.failed += 1
+            pool.totals.failed += 1
             pool.timed_out.add(deadline.task_id)  # its coming CANCELLED is counted here
             pool.completions.error(
                 future,

@@ -15,7 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from .._front.engine import EngineFuture, OutcomeBatch, Task
+from .._engines import CancelAll, Deliver, Shutdown, Terminate
+from .._front.engine import EngineFuture, Task
 from .pipeio import Wakeup
 
 __all__ = [
@@ -43,33 +44,6 @@ class StartChild:
     ``started`` is set on every path, the manager's exit included."""
 
     started: threading.Event
-
-
-@dataclass(frozen=True, slots=True)
-class Deliver:
-    """Outcomes an event loop read under its lease that must be delivered by the manager
-    thread (plain callbacks run there)."""
-
-    batch: OutcomeBatch
-
-
-@dataclass(frozen=True, slots=True)
-class Shutdown:
-    """Take no more work; ``cancel_futures``: cancel what has not started."""
-
-    cancel_futures: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CancelAll:
-    """Cancel queued work and running coroutines (a ``with`` block left on an exception)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Terminate:
-    """SIGTERM (``kill``: SIGKILL) every child now."""
-
-    kill: bool
 
 
 Message: TypeAlias = "Task | CancelTask | StartChild | Deliver | Shutdown | CancelAll | Terminate"

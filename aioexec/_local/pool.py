@@ -18,6 +18,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from .._engines import Totals
 from .._front.engine import (
     EngineFuture,
     OutcomeBatch,
@@ -72,8 +73,7 @@ class Pool:
         # (why, error) of the first failed start-up; the break waits for that child's exit
         self.init_failure: tuple[str, BaseException | None] | None = None
         # Totals, for stats: tasks answered by outcome, children by how they ended
-        self.done = self.failed = self.cancelled = 0
-        self.started = self.retired = self.lost = 0
+        self.totals = Totals()
         self.ended: deque[str] = deque()  # how ended children ended, for their replacements
         self.timed_out: set[int] = set()  # tasks failed by their timeout, not answered yet
         scheduler = options.workers.scheduler
@@ -206,7 +206,7 @@ class Pool:
     def add_child(self, start: Callable[[WorkerId], ChildProcess]) -> ChildProcess:
         child = start(WorkerId(self.next_worker_id))
         self.next_worker_id += 1
-        self.started += 1
+        self.totals.started += 1
         if self.ended:
             child.replaced = self.ended.popleft()
         self.children[child.worker_id] = child
@@ -221,16 +221,16 @@ class Pool:
         if self.index is not None:
             self.index.remove(child)
         if lost:
-            self.lost += 1
+            self.totals.lost += 1
         else:
-            self.retired += 1
+            self.totals.retired += 1
         if len(self.ended) < self.max_workers:
             self.ended.append(child.exit_description)
         self.publish_children()
 
     def stats(self) -> Stats:
-        return Stats(
-            workers=tuple(
+        return self.totals.stats(
+            [
                 WorkerStats(
                     worker_id=c.worker_id,
                     pid=c.pid,
@@ -243,16 +243,9 @@ class Pool:
                     replaced=c.replaced,
                 )
                 for c in self.children.values()
-            ),
+            ],
             queued=sum(map(len, self.queues())),
             tasks_sent=self.last_task_id,
-            tasks_done=self.done,
-            tasks_failed=self.failed,
-            tasks_cancelled=self.cancelled,
-            workers_started=self.started,
-            workers_retired=self.retired,
-            workers_lost=self.lost,
-            thread_calls=0,
             broken=self.broken,
         )
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray.cloudpickle
 
-from .._cpython import register_atexit
+from .._engines import check_open, stop_at_exit
 from .._errors import BrokenPoolError
 from .._front.engine import EngineFuture, Stats, Task, WaitHook, WorkerOptions
 from .._worker.codec import Payload, pickle_call
@@ -33,24 +32,6 @@ from ._messages import CancelAll, Shutdown, Terminate
 from ._pool import ActorPool
 
 __all__ = ["RayEngine"]
-
-_live: weakref.WeakSet[RayEngine] = weakref.WeakSet()  # engines whose manager may run
-_interpreter_exiting = False
-
-
-def _at_interpreter_exit() -> None:
-    """As the local engine does: submitted work finishes, then the actors are killed and the
-    Ray this process started is shut down, before Ray's own ``atexit`` handler runs."""
-    global _interpreter_exiting
-    _interpreter_exiting = True
-    engines = list(_live)
-    for engine in engines:
-        engine.shutdown(cancel_futures=False)
-    for engine in engines:
-        engine.join()
-
-
-register_atexit(_at_interpreter_exit)
 
 
 class RayEngine:
@@ -92,7 +73,7 @@ class RayEngine:
                 if self._manager is None:
                     manager = Manager(self._pool, self._ray_options, self._resize, self._name)
                     manager.thread.start()
-                    _live.add(self)
+                    stop_at_exit(self)
                     self._manager = manager
         self._check_usable()
 
@@ -153,15 +134,7 @@ class RayEngine:
     # -- helpers ----------------------------------------------------------------------------
 
     def _check_usable(self) -> None:
-        if os.getpid() != self._pid:
-            raise RuntimeError(
-                f"aioexec: this executor belongs to process {self._pid}, and this process is "
-                "a fork of it: create a new executor here."
-            )
-        if self._closed:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        if _interpreter_exiting:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        check_open(self._closed, self._pid if os.getpid() != self._pid else 0)
 
     def _refuse(self, future: EngineFuture) -> None:
         broken = self._pool.broken

@@ -253,7 +253,7 @@ class Manager:
                 future = actor.running[task_id]
                 if future.was_cancelled():
                     continue  # cancelled meanwhile: stopped already
-                pool.failed += 1
+                pool.totals.failed += 1
                 actor.tasks_failed += 1
                 pool.timed_out.add(task_id)  # its coming CANCELLED is counted here
                 plain = task_id == actor.plain_task_id
@@ -299,7 +299,7 @@ class Manager:
         with pool.lock:
             pool.shutting_down = True
             queued = pool.take_queued() if message.cancel_futures else []
-            pool.cancelled += len(queued)
+            pool.totals.cancelled += len(queued)
         batch = pool.options.new_batch()
         for future in queued:
             batch.cancelled(future)
@@ -309,7 +309,7 @@ class Manager:
         pool = self.pool
         with pool.lock:
             queued = pool.take_queued()
-            pool.cancelled += len(queued)
+            pool.totals.cancelled += len(queued)
             running = [
                 (actor, task_id, future)
                 for actor in pool.actors.values()
@@ -350,7 +350,7 @@ class Manager:
             # A queued task's future must be moved to running before it fails (unless it
             # was cancelled meanwhile).
             futures = [f for f in pool.take_queued() if f.start_running()]
-            pool.failed += len(futures)
+            pool.totals.failed += len(futures)
             actors = list(pool.actors.values())
             for actor in actors:
                 futures += pool.lose(actor, "was stopped: the executor broke", lost=False) or []

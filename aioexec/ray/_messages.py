@@ -13,7 +13,7 @@ import queue
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from .._front.engine import OutcomeBatch
+from .._engines import CancelAll, Deliver, Shutdown, Terminate
 from ._pool import RayActor
 
 __all__ = [
@@ -65,34 +65,8 @@ class StopPlainCall:
 
 
 @dataclass(frozen=True, slots=True)
-class Deliver:
-    """Outcomes whose plain callbacks must not run in Ray's thread: run them here."""
-
-    batch: OutcomeBatch
-
-
-@dataclass(frozen=True, slots=True)
 class CheckIdle:
     """Shutting down, the last call was answered: stop if nothing is left."""
-
-
-@dataclass(frozen=True, slots=True)
-class Shutdown:
-    """Take no more work; ``cancel_futures``: cancel what has not started."""
-
-    cancel_futures: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CancelAll:
-    """Cancel queued work and running coroutines (a ``with`` block left on an exception)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Terminate:
-    """Kill every actor now (``terminate_workers``/``kill_workers``); their calls fail."""
-
-    kill: bool
 
 
 Message: TypeAlias = (

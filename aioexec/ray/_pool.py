@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .._engines import Totals
 from .._front.engine import EngineFuture, Stats, Task, WorkerId, WorkerOptions, WorkerStats
 
 __all__ = ["ActorPool", "RayActor", "Send"]
@@ -83,8 +84,7 @@ class ActorPool:
         self.last_task_id = 0
         self.shutting_down = False  # no new work once the queued work is done
         # Totals, for stats: tasks by outcome, actors by how they ended
-        self.done = self.failed = self.cancelled = 0
-        self.started = self.retired = self.lost = 0
+        self.totals = Totals()
         self.ended: deque[str] = deque()  # how ended actors ended, for their replacements
         self.timed_out: set[int] = set()  # tasks failed by their timeout, not answered yet
         # -- written under the lock, read without it (a stale read is harmless there) --
@@ -105,7 +105,7 @@ class ActorPool:
             while queue:
                 if queue[0].future.was_cancelled():
                     queue.popleft()  # cancelled while queued: it never leaves the driver
-                    self.cancelled += 1
+                    self.totals.cancelled += 1
                     continue
                 actor = self._actor_with_room(queue[0])
                 if actor is None:
@@ -114,7 +114,7 @@ class ActorPool:
                 if task.future.start_running():
                     sends.append((actor, self.record_running(actor, task), task))
                 else:
-                    self.cancelled += 1
+                    self.totals.cancelled += 1
         return sends
 
     def record_running(self, actor: RayActor, task: Task) -> int:
@@ -145,11 +145,11 @@ class ActorPool:
         if task_id in self.timed_out:
             self.timed_out.discard(task_id)  # counted as failed when its timeout struck
         elif outcome == "done":
-            self.done += 1
+            self.totals.done += 1
         elif outcome == "cancelled":
-            self.cancelled += 1
+            self.totals.cancelled += 1
         else:
-            self.failed += 1
+            self.totals.failed += 1
             actor.tasks_failed += 1
 
     def take_queued(self) -> list[EngineFuture]:
@@ -179,7 +179,7 @@ class ActorPool:
         replaced = self.ended.popleft() if self.ended else None
         actor = RayActor(WorkerId(self.next_worker_id), handle, replaced)
         self.next_worker_id += 1
-        self.started += 1
+        self.totals.started += 1
         self.actors[actor.worker_id] = actor
         return actor
 
@@ -191,9 +191,9 @@ class ActorPool:
         actor.dead = True
         self.actors.pop(actor.worker_id, None)
         if lost:
-            self.lost += 1
+            self.totals.lost += 1
         else:
-            self.retired += 1
+            self.totals.retired += 1
         if len(self.ended) < self.options.max_workers:
             self.ended.append(how)
         futures = list(actor.running.values())
@@ -202,9 +202,9 @@ class ActorPool:
             if task_id in self.timed_out:
                 self.timed_out.discard(task_id)  # counted already
             elif future.was_cancelled():
-                self.cancelled += 1
+                self.totals.cancelled += 1
             else:
-                self.failed += 1
+                self.totals.failed += 1
                 actor.tasks_failed += 1
         actor.tasks_done += len(futures)
         actor.running.clear()
@@ -213,8 +213,8 @@ class ActorPool:
         return futures
 
     def stats(self) -> Stats:
-        return Stats(
-            workers=tuple(
+        return self.totals.stats(
+            [
                 WorkerStats(
                     worker_id=a.worker_id,
                     pid=a.pid,
@@ -227,15 +227,8 @@ class ActorPool:
                     replaced=a.replaced,
                 )
                 for a in self.actors.values()
-            ),
+            ],
             queued=len(self.queued_async) + len(self.queued_sync) + len(self.queued_alone),
             tasks_sent=self.last_task_id,
-            tasks_done=self.done,
-            tasks_failed=self.failed,
-            tasks_cancelled=self.cancelled,
-            workers_started=self.started,
-            workers_retired=self.retired,
-            workers_lost=self.lost,
-            thread_calls=0,
             broken=self.broken,
         )
